@@ -1,0 +1,178 @@
+// Package config owns kedge's typed configuration: its defaults, the flags
+// that set it (whose long names are also the config-file keys and, upper
+// cased with a KEDGE_ prefix, the environment variables), loading the config
+// file, and validation. A Config is complete and frozen once Load returns.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// Defaults shared with the rest of kedge.
+const (
+	DefaultDataDir         = "/var/lib/kedge"
+	DefaultConfigFile      = "/etc/kedge/config.yaml"
+	DefaultKubeconfig      = "/etc/kedge/kedge.yaml"
+	DefaultKubeconfigMode  = "0600"
+	DefaultHTTPSListenPort = 6443
+	DefaultClusterCIDR     = "10.42.0.0/16"
+	DefaultServiceCIDR     = "10.43.0.0/16"
+	DefaultClusterDNS      = "10.43.0.10"
+	DefaultClusterDomain   = "cluster.local"
+)
+
+// Config is the whole configuration of a kedge server.
+type Config struct {
+	ConfigFile string
+
+	DataDir             string
+	HTTPSListenPort     int
+	BindAddress         string
+	AdvertiseAddress    string
+	TLSSAN              []string
+	ClusterCIDR         string
+	ServiceCIDR         string
+	ClusterDNS          string
+	ClusterDomain       string
+	DatastoreEndpoint   string
+	Token               string
+	WriteKubeconfig     string
+	WriteKubeconfigMode string
+	DisableAgent        bool
+
+	KubeAPIServerArgs         []string
+	KubeControllerManagerArgs []string
+	KubeSchedulerArgs         []string
+
+	Verbosity int
+	LogJSON   bool
+}
+
+// AddServerFlags registers every server flag on fs, bound to c, with its
+// default. Flag names are the config-file keys.
+func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
+	fs.StringVarP(&c.ConfigFile, "config", "c", DefaultConfigFile, "config file (keys are the long flag names); files in <config>.d/*.yaml are read after it")
+	fs.StringVarP(&c.DataDir, "data-dir", "d", DefaultDataDir, "directory holding kedge's state (certificates, database, images)")
+	fs.IntVar(&c.HTTPSListenPort, "https-listen-port", DefaultHTTPSListenPort, "port of the Kubernetes API and of kedge's join endpoints")
+	fs.StringVar(&c.BindAddress, "bind-address", "0.0.0.0", "address the API listens on")
+	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "address the API advertises to the cluster (default: the node's primary address)")
+	fs.StringSliceVar(&c.TLSSAN, "tls-san", nil, "extra host names or IPs in the API serving certificate (repeatable)")
+	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", DefaultClusterCIDR, "pod network CIDR")
+	fs.StringVar(&c.ServiceCIDR, "service-cidr", DefaultServiceCIDR, "service ClusterIP CIDR")
+	fs.StringVar(&c.ClusterDNS, "cluster-dns", DefaultClusterDNS, "ClusterIP of the cluster DNS service (inside --service-cidr)")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", DefaultClusterDomain, "cluster DNS domain")
+	fs.StringVar(&c.DatastoreEndpoint, "datastore-endpoint", "", "kine datastore endpoint (sqlite://, mysql://, postgres://, nats://, ...); default: SQLite in the data dir")
+	fs.StringVarP(&c.Token, "token", "t", "", "shared secret agents use to join (default: generated and stored in <data-dir>/server/token)")
+	fs.StringVarP(&c.WriteKubeconfig, "write-kubeconfig", "o", DefaultKubeconfig, "where to write the admin kubeconfig")
+	fs.StringVar(&c.WriteKubeconfigMode, "write-kubeconfig-mode", DefaultKubeconfigMode, "file mode of the admin kubeconfig, in octal (e.g. 0644)")
+	fs.BoolVar(&c.DisableAgent, "disable-agent", false, "run the control plane only, without an agent on this node")
+	fs.StringArrayVar(&c.KubeAPIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag as key=value (repeatable; overrides kedge's default)")
+	fs.StringArrayVar(&c.KubeControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag as key=value (repeatable)")
+	fs.StringArrayVar(&c.KubeSchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag as key=value (repeatable)")
+	fs.IntVarP(&c.Verbosity, "v", "v", 0, "log verbosity (0-10), as in Kubernetes components")
+	fs.BoolVar(&c.LogJSON, "log-json", false, "write logs as JSON lines")
+}
+
+// Validate checks c and returns every problem found, joined.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		bad("data-dir", "%q must be an absolute path", c.DataDir)
+	}
+	if c.HTTPSListenPort < 1 || c.HTTPSListenPort > 65535 {
+		bad("https-listen-port", "%d is not a port (1-65535)", c.HTTPSListenPort)
+	}
+	if net.ParseIP(c.BindAddress) == nil {
+		bad("bind-address", "%q is not an IP address", c.BindAddress)
+	}
+	if c.AdvertiseAddress != "" && net.ParseIP(c.AdvertiseAddress) == nil {
+		bad("advertise-address", "%q is not an IP address", c.AdvertiseAddress)
+	}
+	cluster, err := netip.ParsePrefix(c.ClusterCIDR)
+	if err != nil {
+		bad("cluster-cidr", "%q is not a CIDR (example: %s)", c.ClusterCIDR, DefaultClusterCIDR)
+	}
+	service, serr := netip.ParsePrefix(c.ServiceCIDR)
+	if serr != nil {
+		bad("service-cidr", "%q is not a CIDR (example: %s)", c.ServiceCIDR, DefaultServiceCIDR)
+	}
+	if err == nil && serr == nil {
+		if cluster.Masked() != cluster {
+			bad("cluster-cidr", "%q has host bits set; did you mean %s?", c.ClusterCIDR, cluster.Masked())
+		}
+		if service.Masked() != service {
+			bad("service-cidr", "%q has host bits set; did you mean %s?", c.ServiceCIDR, service.Masked())
+		}
+		if cluster.Overlaps(service) {
+			bad("service-cidr", "%s overlaps --cluster-cidr %s; pods and services need separate ranges", c.ServiceCIDR, c.ClusterCIDR)
+		}
+		if service.Addr().Is4() && service.Bits() < 12 {
+			bad("service-cidr", "%s is too large (a /12 at most, as in Kubernetes)", c.ServiceCIDR)
+		}
+		if dns, err := netip.ParseAddr(c.ClusterDNS); err != nil {
+			bad("cluster-dns", "%q is not an IP address", c.ClusterDNS)
+		} else if !service.Contains(dns) {
+			bad("cluster-dns", "%s is outside --service-cidr %s", c.ClusterDNS, c.ServiceCIDR)
+		}
+	}
+	if c.ClusterDomain == "" || strings.ContainsAny(c.ClusterDomain, " /") {
+		bad("cluster-domain", "%q is not a DNS domain", c.ClusterDomain)
+	}
+	if c.WriteKubeconfig == "" {
+		bad("write-kubeconfig", "must not be empty")
+	}
+	if _, err := c.KubeconfigMode(); err != nil {
+		bad("write-kubeconfig-mode", "%v", err)
+	}
+	for flag, args := range map[string][]string{
+		"kube-apiserver-arg":          c.KubeAPIServerArgs,
+		"kube-controller-manager-arg": c.KubeControllerManagerArgs,
+		"kube-scheduler-arg":          c.KubeSchedulerArgs,
+	} {
+		for _, a := range args {
+			if _, _, err := SplitArg(a); err != nil {
+				bad(flag, "%v", err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// KubeconfigMode parses --write-kubeconfig-mode.
+func (c *Config) KubeconfigMode() (os.FileMode, error) {
+	m, err := strconv.ParseUint(c.WriteKubeconfigMode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal file mode (example: 0644)", c.WriteKubeconfigMode)
+	}
+	return os.FileMode(m), nil
+}
+
+// ServiceIP returns the first address of the service CIDR: the ClusterIP
+// of the kubernetes Service. Valid only after Validate.
+func (c *Config) ServiceIP() net.IP {
+	p := netip.MustParsePrefix(c.ServiceCIDR)
+	return net.IP(p.Masked().Addr().Next().AsSlice())
+}
+
+// SplitArg splits a pass-through component argument "key=value" (a leading
+// "--" is allowed) into its key and value.
+func SplitArg(arg string) (string, string, error) {
+	a := strings.TrimLeft(arg, "-")
+	key, value, ok := strings.Cut(a, "=")
+	if !ok || key == "" {
+		return "", "", fmt.Errorf("%q is not of the form key=value", arg)
+	}
+	return key, value, nil
+}

@@ -1,0 +1,101 @@
+package controlplane
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/kedge-dev/kedge/pkg/config"
+	"github.com/kedge-dev/kedge/pkg/pki"
+)
+
+// Params are what the component flags are rendered from.
+type Params struct {
+	Config           config.Config
+	TLS              pki.Files
+	EtcdEndpoints    []string
+	AdvertiseAddress string
+	// Kubeconfigs of the controller-manager and the scheduler.
+	ControllerKubeconfig string
+	SchedulerKubeconfig  string
+}
+
+// APIServerArgs are kedge's defaults for kube-apiserver, overridden by
+// --kube-apiserver-arg.
+func APIServerArgs(p Params) (Args, error) {
+	c := p.Config
+	issuer := "https://kubernetes.default.svc." + c.ClusterDomain
+	a := Args{
+		"advertise-address":                  p.AdvertiseAddress,
+		"bind-address":                       c.BindAddress,
+		"secure-port":                        strconv.Itoa(c.HTTPSListenPort),
+		"allow-privileged":                   "true",
+		"anonymous-auth":                     "false",
+		"authorization-mode":                 "Node,RBAC",
+		"enable-admission-plugins":           "NodeRestriction",
+		"client-ca-file":                     p.TLS.ClientCACert,
+		"tls-cert-file":                      p.TLS.ServingCert,
+		"tls-private-key-file":               p.TLS.ServingKey,
+		"etcd-servers":                       strings.Join(p.EtcdEndpoints, ","),
+		"storage-backend":                    "etcd3",
+		"service-cluster-ip-range":           c.ServiceCIDR,
+		"service-account-issuer":             issuer,
+		"api-audiences":                      issuer,
+		"service-account-key-file":           p.TLS.ServiceAccountKey,
+		"service-account-signing-key-file":   p.TLS.ServiceAccountKey,
+		"kubelet-client-certificate":         p.TLS.APIServerKubeletCert,
+		"kubelet-client-key":                 p.TLS.APIServerKubeletKey,
+		"kubelet-certificate-authority":      p.TLS.ServerCACert,
+		"proxy-client-cert-file":             p.TLS.AuthProxyCert,
+		"proxy-client-key-file":              p.TLS.AuthProxyKey,
+		"requestheader-client-ca-file":       p.TLS.RequestHeaderCACert,
+		"requestheader-allowed-names":        "system:auth-proxy",
+		"requestheader-username-headers":     "X-Remote-User",
+		"requestheader-group-headers":        "X-Remote-Group",
+		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
+		"enable-aggregator-routing":          "true",
+		"profiling":                          "false",
+	}
+	return a, a.Override(c.KubeAPIServerArgs)
+}
+
+// ControllerManagerArgs are kedge's defaults for kube-controller-manager:
+// node IPAM on, every signer backed by kedge's CAs, no leader election
+// (one server on SQLite).
+func ControllerManagerArgs(p Params) (Args, error) {
+	c := p.Config
+	a := Args{
+		"kubeconfig":                                      p.ControllerKubeconfig,
+		"authentication-kubeconfig":                       p.ControllerKubeconfig,
+		"authorization-kubeconfig":                        p.ControllerKubeconfig,
+		"leader-elect":                                    "false",
+		"allocate-node-cidrs":                             "true",
+		"cluster-cidr":                                    c.ClusterCIDR,
+		"service-cluster-ip-range":                        c.ServiceCIDR,
+		"root-ca-file":                                    p.TLS.ServerCACert,
+		"service-account-private-key-file":                p.TLS.ServiceAccountKey,
+		"use-service-account-credentials":                 "true",
+		"cluster-signing-kube-apiserver-client-cert-file": p.TLS.ClientCACert,
+		"cluster-signing-kube-apiserver-client-key-file":  p.TLS.ClientCAKey,
+		"cluster-signing-kubelet-client-cert-file":        p.TLS.ClientCACert,
+		"cluster-signing-kubelet-client-key-file":         p.TLS.ClientCAKey,
+		"cluster-signing-kubelet-serving-cert-file":       p.TLS.ServerCACert,
+		"cluster-signing-kubelet-serving-key-file":        p.TLS.ServerCAKey,
+		"cluster-signing-legacy-unknown-cert-file":        p.TLS.ServerCACert,
+		"cluster-signing-legacy-unknown-key-file":         p.TLS.ServerCAKey,
+		"configure-cloud-routes":                          "false",
+		"profiling":                                       "false",
+	}
+	return a, a.Override(c.KubeControllerManagerArgs)
+}
+
+// SchedulerArgs are kedge's defaults for kube-scheduler.
+func SchedulerArgs(p Params) (Args, error) {
+	a := Args{
+		"kubeconfig":                p.SchedulerKubeconfig,
+		"authentication-kubeconfig": p.SchedulerKubeconfig,
+		"authorization-kubeconfig":  p.SchedulerKubeconfig,
+		"leader-elect":              "false",
+		"profiling":                 "false",
+	}
+	return a, a.Override(p.Config.KubeSchedulerArgs)
+}

@@ -1,0 +1,50 @@
+// Package datadir owns the layout of kedge's data directory and creates it
+// with the right modes.
+package datadir
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Layout names every path under the data dir.
+type Layout struct{ Root string }
+
+func (l Layout) Server() string       { return filepath.Join(l.Root, "server") }
+func (l Layout) DBDir() string        { return filepath.Join(l.Server(), "db") }
+func (l Layout) DBFile() string       { return filepath.Join(l.DBDir(), "state.db") }
+func (l Layout) KineSocket() string   { return filepath.Join(l.DBDir(), "kine.sock") }
+func (l Layout) TLSDir() string       { return filepath.Join(l.Server(), "tls") }
+func (l Layout) CredDir() string      { return filepath.Join(l.Server(), "cred") }
+func (l Layout) TokenFile() string    { return filepath.Join(l.Server(), "token") }
+func (l Layout) ManifestsDir() string { return filepath.Join(l.Server(), "manifests") }
+func (l Layout) Agent() string        { return filepath.Join(l.Root, "agent") }
+func (l Layout) ImagesDir() string    { return filepath.Join(l.Agent(), "images") }
+
+// EnsureServer creates the server's directories (private ones 0700) and
+// checks that the data dir is writable before anything is written into it.
+func (l Layout) EnsureServer() error {
+	if err := os.MkdirAll(l.Root, 0o755); err != nil {
+		return fmt.Errorf("data dir %s: %w (choose another with --data-dir)", l.Root, err)
+	}
+	probe, err := os.CreateTemp(l.Root, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("data dir %s is not writable: %w (choose another with --data-dir)", l.Root, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	for _, d := range []string{l.Server(), l.DBDir(), l.TLSDir(), l.CredDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+		// MkdirAll keeps the mode of an existing dir; tighten it.
+		if err := os.Chmod(d, 0o700); err != nil {
+			return fmt.Errorf("chmod %s: %w", d, err)
+		}
+	}
+	if err := os.MkdirAll(l.ManifestsDir(), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", l.ManifestsDir(), err)
+	}
+	return nil
+}

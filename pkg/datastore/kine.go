@@ -1,0 +1,136 @@
+// Package datastore runs kine, the etcd API shim, in-process: SQLite in the
+// data dir by default, or any kine endpoint given by --datastore-endpoint.
+// The apiserver reaches it on a 0600 unix socket.
+package datastore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/k3s-io/kine/pkg/endpoint"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+)
+
+// Options configure the datastore.
+type Options struct {
+	// Endpoint is a kine endpoint; empty means SQLite at DBFile.
+	Endpoint string
+	DBFile   string
+	Socket   string
+	Log      *slog.Logger
+}
+
+// Kine is the datastore component.
+type Kine struct {
+	opts      Options
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	endpoints []string
+}
+
+// New returns the datastore component.
+func New(o Options) *Kine { return &Kine{opts: o} }
+
+func (k *Kine) Name() string { return "kine" }
+
+// Endpoints are the etcd endpoints the apiserver should use.
+func (k *Kine) Endpoints() []string { return k.endpoints }
+
+func (k *Kine) Start(_ context.Context) error {
+	ep := k.opts.Endpoint
+	if ep == "" {
+		if err := CheckSQLiteFile(k.opts.DBFile); err != nil {
+			return err
+		}
+		ep = "sqlite://" + k.opts.DBFile + "?" + sqliteParams
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k.cancel = cancel
+	cfg := endpoint.Config{
+		Listener:  "unix://" + k.opts.Socket,
+		Endpoint:  ep,
+		WaitGroup: &k.wg,
+		// kine has no usable zero values: every interval and batch size is
+		// set here (PollInterval 0 silently breaks every watch).
+		NotifyInterval:      5 * time.Second,
+		EmulatedETCDVersion: "3.5.13",
+		CompactInterval:     5 * time.Minute,
+		CompactTimeout:      5 * time.Second,
+		CompactMinRetain:    1000,
+		CompactBatchSize:    1000,
+		PollBatchSize:       500,
+		PollInterval:        time.Second,
+	}
+	etcd, err := endpoint.Listen(ctx, cfg)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("kine on %s: %w", describe(k.opts), err)
+	}
+	k.endpoints = etcd.Endpoints
+	if len(k.endpoints) == 0 || strings.HasPrefix(k.endpoints[0], "unix://") || k.endpoints[0] == "" {
+		k.endpoints = []string{"unix://" + k.opts.Socket}
+	}
+	k.opts.Log.Info("datastore listening", "backend", describe(k.opts), "socket", k.opts.Socket)
+	return nil
+}
+
+// sqliteParams are kine's defaults for SQLite: WAL with NORMAL sync keeps
+// SD-card writes low while a process crash loses nothing committed.
+const sqliteParams = "_journal_mode=WAL&_busy_timeout=30000&_synchronous=NORMAL&_txlock=immediate&_stmt_cache_size=20&cache=shared"
+
+func describe(o Options) string {
+	if o.Endpoint == "" {
+		return "sqlite " + o.DBFile
+	}
+	scheme, _, _ := strings.Cut(o.Endpoint, "://")
+	return scheme + " (--datastore-endpoint)"
+}
+
+// Ready writes a key and reads it back through the etcd API.
+func (k *Kine) Ready(ctx context.Context) error {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   k.endpoints,
+		DialTimeout: 2 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithBlock()},
+		Logger:      nil,
+	})
+	if err != nil {
+		return fmt.Errorf("connect to kine: %w", err)
+	}
+	defer cli.Close()
+	const key = "/kedge/health"
+	want := time.Now().UTC().Format(time.RFC3339Nano)
+	if _, err := cli.Put(ctx, key, want); err != nil {
+		return fmt.Errorf("kine put: %w", err)
+	}
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("kine get: %w", err)
+	}
+	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != want {
+		return fmt.Errorf("kine get returned %d values, not the one written", len(resp.Kvs))
+	}
+	return nil
+}
+
+// Stop stops serving and closes the database, waiting for kine's
+// goroutines (including the one that closes the database) to finish.
+func (k *Kine) Stop() error {
+	if k.cancel == nil {
+		return nil
+	}
+	k.cancel()
+	done := make(chan struct{})
+	go func() { k.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("kine did not close the database within 10s")
+	}
+}

@@ -1,0 +1,44 @@
+// Package frontend serves kedge's own endpoints on the API port. Rather than
+// proxying to a second apiserver port, kedge hooks its handler in front of
+// the in-process apiserver's handler chain: one TLS listener, one URL, and
+// the apiserver itself authenticates everything that is not kedge's.
+package frontend
+
+import (
+	"net/http"
+	"os"
+	"strings"
+)
+
+// Options are what the endpoints serve.
+type Options struct {
+	// ServerCAFile is returned by /cacerts so a joining agent can verify it
+	// against the CA hash in its token.
+	ServerCAFile string
+}
+
+// Wrap returns a handler serving kedge's unauthenticated paths and passing
+// everything else to api.
+func Wrap(o Options) func(api http.Handler) http.Handler {
+	return func(api http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case r.URL.Path == "/ping":
+				w.Header().Set("Content-Type", "text/plain")
+				_, _ = w.Write([]byte("pong"))
+			case r.URL.Path == "/cacerts":
+				ca, err := os.ReadFile(o.ServerCAFile)
+				if err != nil {
+					http.Error(w, "server CA unavailable", http.StatusInternalServerError)
+					return
+				}
+				w.Header().Set("Content-Type", "application/x-pem-file")
+				_, _ = w.Write(ca)
+			case strings.HasPrefix(r.URL.Path, "/v1-kedge/"):
+				http.NotFound(w, r)
+			default:
+				api.ServeHTTP(w, r)
+			}
+		})
+	}
+}

@@ -1,0 +1,133 @@
+// Package join owns the join token: its format, generation and storage on
+// the server. A full token is "K10<sha256 of the server CA>::server:<secret>";
+// the CA hash lets an agent verify the server before it trusts it.
+package join
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+const prefix = "K10"
+
+// Token is a parsed join token.
+type Token struct {
+	// CAHash is the hex sha256 of the server CA file; empty for a bare secret.
+	CAHash   string
+	Username string
+	Secret   string
+}
+
+var hexHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Parse accepts a full token or a bare secret.
+func Parse(s string) (Token, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Token{}, errors.New("token is empty")
+	}
+	if !strings.HasPrefix(s, prefix) || !strings.Contains(s, "::") {
+		if strings.ContainsAny(s, " \t\n:") {
+			return Token{}, errors.New("token secret must not contain spaces or colons")
+		}
+		return Token{Username: "server", Secret: s}, nil
+	}
+	hash, creds, _ := strings.Cut(strings.TrimPrefix(s, prefix), "::")
+	if !hexHash.MatchString(hash) {
+		return Token{}, fmt.Errorf("token CA hash %q is not a sha256 in lower-case hex", hash)
+	}
+	user, secret, ok := strings.Cut(creds, ":")
+	if !ok || user == "" || secret == "" {
+		return Token{}, errors.New(`token must end in "::<user>:<secret>"`)
+	}
+	return Token{CAHash: hash, Username: user, Secret: secret}, nil
+}
+
+// String renders the full token (or the bare secret if no CA hash is set).
+func (t Token) String() string {
+	if t.CAHash == "" {
+		return t.Secret
+	}
+	return prefix + t.CAHash + "::" + t.Username + ":" + t.Secret
+}
+
+// NewSecret returns a random secret.
+func NewSecret() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// EnsureServerToken returns the server's token stored at path, creating it
+// on first start (from given, or a random secret). A given token that does
+// not match the stored secret is an error: changing it would lock out every
+// agent that joined with the old one.
+func EnsureServerToken(path, caHash, given string) (Token, error) {
+	var want Token
+	if given != "" {
+		t, err := Parse(given)
+		if err != nil {
+			return Token{}, fmt.Errorf("--token: %w", err)
+		}
+		if t.CAHash != "" && t.CAHash != caHash {
+			return Token{}, errors.New("--token: its CA hash does not match this server's CA")
+		}
+		want = t
+	}
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		stored, err := Parse(string(data))
+		if err != nil {
+			return Token{}, fmt.Errorf("token file %s: %w", path, err)
+		}
+		if stored.CAHash != caHash {
+			return Token{}, fmt.Errorf("token file %s was made for another CA; remove it to issue a new token", path)
+		}
+		if given != "" && want.Secret != stored.Secret {
+			return Token{}, fmt.Errorf("--token does not match the token this server was started with (%s); start without --token or with the stored one", path)
+		}
+		return stored, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return Token{}, fmt.Errorf("token file %s: %w", path, err)
+	}
+	if want.Secret == "" {
+		if want.Secret, err = NewSecret(); err != nil {
+			return Token{}, fmt.Errorf("generate token: %w", err)
+		}
+	}
+	t := Token{CAHash: caHash, Username: "server", Secret: want.Secret}
+	if err := writePrivate(path, []byte(t.String()+"\n")); err != nil {
+		return Token{}, err
+	}
+	return t, nil
+}
+
+func writePrivate(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".token-*")
+	if err != nil {
+		return fmt.Errorf("write token %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write token %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write token %s: %w", path, err)
+	}
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write token %s: %w", path, err)
+	}
+	return nil
+}

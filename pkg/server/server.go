@@ -1,0 +1,219 @@
+// Package server is the composition root of the server role: it prepares
+// the data dir, PKI, token and kubeconfigs, then lists the components in
+// start order and hands them to the runner.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+
+	"github.com/kedge-dev/kedge/pkg/component"
+	"github.com/kedge-dev/kedge/pkg/config"
+	"github.com/kedge-dev/kedge/pkg/controlplane"
+	"github.com/kedge-dev/kedge/pkg/datadir"
+	"github.com/kedge-dev/kedge/pkg/datastore"
+	"github.com/kedge-dev/kedge/pkg/frontend"
+	"github.com/kedge-dev/kedge/pkg/join"
+	"github.com/kedge-dev/kedge/pkg/pki"
+)
+
+// Run runs a server until ctx is done or a component fails.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	begin := time.Now()
+	layout := datadir.Layout{Root: cfg.DataDir}
+
+	// Claim the API port before writing anything, so a second server on
+	// the same port fails at once and leaves no trace.
+	addr := net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.HTTPSListenPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("port %d on %s is already in use (another kedge or API server?); free it or choose another with --https-listen-port", cfg.HTTPSListenPort, cfg.BindAddress)
+		}
+		return fmt.Errorf("listen on %s (--bind-address, --https-listen-port): %w", addr, err)
+	}
+	defer ln.Close()
+
+	if err := controlplane.CheckUserArgs(cfg); err != nil {
+		return err
+	}
+	if cfg.DatastoreEndpoint == "" {
+		if err := datastore.CheckSQLiteFile(layout.DBFile()); err != nil {
+			return err
+		}
+	}
+	if err := layout.EnsureServer(); err != nil {
+		return err
+	}
+
+	advertise, err := advertiseAddress(cfg)
+	if err != nil {
+		return err
+	}
+	hostname, _ := os.Hostname()
+	sans := append([]string{advertise.String()}, cfg.TLSSAN...)
+	tlsFiles, err := pki.Ensure(pki.Options{
+		Dir:           layout.TLSDir(),
+		Hostname:      hostname,
+		SANs:          sans,
+		ServiceIP:     cfg.ServiceIP(),
+		ClusterDomain: cfg.ClusterDomain,
+	})
+	if err != nil {
+		return fmt.Errorf("certificates in %s: %w", layout.TLSDir(), err)
+	}
+	caHash, err := pki.CAHash(tlsFiles.ServerCACert)
+	if err != nil {
+		return err
+	}
+	if _, err := join.EnsureServerToken(layout.TokenFile(), caHash, cfg.Token); err != nil {
+		return err
+	}
+
+	apiURL := "https://" + net.JoinHostPort(loopbackFor(cfg.BindAddress), strconv.Itoa(cfg.HTTPSListenPort))
+	kubeconfigs := map[string]pki.Kubeconfig{
+		"controller": {Server: apiURL, CACert: tlsFiles.ServerCACert, CertFile: tlsFiles.ControllerCert, KeyFile: tlsFiles.ControllerKey},
+		"scheduler":  {Server: apiURL, CACert: tlsFiles.ServerCACert, CertFile: tlsFiles.SchedulerCert, KeyFile: tlsFiles.SchedulerKey},
+		"supervisor": {Server: apiURL, CACert: tlsFiles.ServerCACert, CertFile: tlsFiles.SupervisorCert, KeyFile: tlsFiles.SupervisorKey},
+	}
+	for name, k := range kubeconfigs {
+		if err := pki.WriteKubeconfig(credPath(layout, name), 0o600, k); err != nil {
+			return err
+		}
+	}
+	mode, _ := cfg.KubeconfigMode()
+	admin := pki.Kubeconfig{Server: apiURL, CACert: tlsFiles.ServerCACert, CertFile: tlsFiles.AdminCert, KeyFile: tlsFiles.AdminKey, Embed: true}
+	if err := pki.WriteKubeconfig(cfg.WriteKubeconfig, mode, admin); err != nil {
+		return fmt.Errorf("--write-kubeconfig: %w", err)
+	}
+
+	kine := datastore.New(datastore.Options{
+		Endpoint: cfg.DatastoreEndpoint,
+		DBFile:   layout.DBFile(),
+		Socket:   layout.KineSocket(),
+		Log:      log.With("component", "kine"),
+	})
+	probe, err := controlplane.NewProbeClient(apiURL, tlsFiles.ServerCACert, tlsFiles.SupervisorCert, tlsFiles.SupervisorKey)
+	if err != nil {
+		return err
+	}
+	params := controlplane.Params{
+		Config:               cfg,
+		TLS:                  tlsFiles,
+		AdvertiseAddress:     advertise.String(),
+		ControllerKubeconfig: credPath(layout, "controller"),
+		SchedulerKubeconfig:  credPath(layout, "scheduler"),
+	}
+	// The apiserver's flags need kine's endpoints, known once it started.
+	apiserver := &lazyAPIServer{
+		APIServer: controlplane.APIServer{
+			Listener: ln,
+			Wrap:     frontend.Wrap(frontend.Options{ServerCAFile: tlsFiles.ServerCACert}),
+			Probe:    probe,
+			Log:      log.With("component", "kube-apiserver"),
+		},
+		params: params,
+		kine:   kine,
+	}
+	kcmArgs, err := controlplane.ControllerManagerArgs(params)
+	if err != nil {
+		return fmt.Errorf("--kube-controller-manager-arg: %w", err)
+	}
+	schedArgs, err := controlplane.SchedulerArgs(params)
+	if err != nil {
+		return fmt.Errorf("--kube-scheduler-arg: %w", err)
+	}
+	components := []component.Component{
+		kine,
+		apiserver,
+		&controlplane.ControllerManager{Args: kcmArgs, Log: log.With("component", "kube-controller-manager")},
+		&controlplane.Scheduler{Args: schedArgs, Log: log.With("component", "kube-scheduler")},
+	}
+	if !cfg.DisableAgent {
+		log.Warn("this build has no agent yet: running the control plane only, as with --disable-agent")
+	}
+
+	runner := &component.Runner{Log: log, ReadyTimeout: 3 * time.Minute, StopTimeout: 20 * time.Second, PollInterval: 100 * time.Millisecond}
+	return runner.Run(ctx, components, func() {
+		log.Info("kedge server is ready",
+			"api", "https://"+net.JoinHostPort(advertise.String(), strconv.Itoa(cfg.HTTPSListenPort)),
+			"kubeconfig", cfg.WriteKubeconfig,
+			"took", time.Since(begin).Round(time.Millisecond))
+		notifyReady(log)
+	})
+}
+
+// lazyAPIServer renders the apiserver's flags at Start, after kine.
+type lazyAPIServer struct {
+	controlplane.APIServer
+	params controlplane.Params
+	kine   *datastore.Kine
+}
+
+func (l *lazyAPIServer) Start(ctx context.Context) error {
+	l.params.EtcdEndpoints = l.kine.Endpoints()
+	args, err := controlplane.APIServerArgs(l.params)
+	if err != nil {
+		return fmt.Errorf("--kube-apiserver-arg: %w", err)
+	}
+	l.Args = args
+	return l.APIServer.Start(ctx)
+}
+
+func credPath(l datadir.Layout, name string) string {
+	return filepath.Join(l.CredDir(), name+".kubeconfig")
+}
+
+// loopbackFor returns the address local clients use to reach an API bound
+// to bind: loopback when it listens everywhere, else the bound address.
+func loopbackFor(bind string) string {
+	ip := net.ParseIP(bind)
+	switch {
+	case ip == nil || ip.IsUnspecified() && ip.To4() != nil:
+		return "127.0.0.1"
+	case ip.IsUnspecified():
+		return "::1"
+	}
+	return bind
+}
+
+// advertiseAddress is --advertise-address, else the address of the
+// interface holding the default route, else loopback.
+func advertiseAddress(cfg config.Config) (net.IP, error) {
+	if cfg.AdvertiseAddress != "" {
+		return net.ParseIP(cfg.AdvertiseAddress), nil
+	}
+	if ip := net.ParseIP(cfg.BindAddress); ip != nil && !ip.IsUnspecified() {
+		return ip, nil
+	}
+	ip, err := utilnet.ResolveBindAddress(nil)
+	if err != nil || ip == nil {
+		return net.ParseIP("127.0.0.1"), nil
+	}
+	return ip, nil
+}
+
+// notifyReady tells systemd (Type=notify) that the server is ready.
+func notifyReady(log *slog.Logger) {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		log.Warn("could not notify systemd", "err", err)
+		return
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte("READY=1"))
+}

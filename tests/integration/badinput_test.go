@@ -1,0 +1,174 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+)
+
+// runBad runs "kedge server" expecting it to refuse to start; it returns the
+// combined output.
+func runBad(t *testing.T, dir string, configYAML string, args ...string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(configYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"server", "--config", cfg, "--disable-agent",
+		"--data-dir", filepath.Join(dir, "data"),
+		"--write-kubeconfig", filepath.Join(dir, "kubeconfig.yaml"),
+		"--https-listen-port", strconv.Itoa(port)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kedgeBin, append(base, args...)...)
+	cmd.Env = cleanEnv()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("kedge did not refuse to start within a minute:\n%s", out.String())
+	}
+	if err == nil {
+		t.Fatalf("kedge exited 0, want an error:\n%s", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "kubeconfig.yaml")); err == nil {
+		t.Errorf("a kubeconfig was written although kedge refused to start")
+	}
+	return out.String()
+}
+
+func wantAll(t *testing.T, out string, subs ...string) {
+	t.Helper()
+	for _, s := range subs {
+		if !strings.Contains(out, s) {
+			t.Errorf("output does not mention %q:\n%s", s, out)
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	cases := []struct {
+		name   string
+		config string
+		args   []string
+		want   []string
+	}{
+		{"unknown config key", "data-dirr: /tmp/x\n", nil, []string{`unknown key "data-dirr"`, "config.yaml"}},
+		{"wrong type in config", "https-listen-port: lots\n", nil, []string{`"https-listen-port"`, "config.yaml", "lots"}},
+		{"list for a scalar key", "cluster-cidr: [10.0.0.0/16]\n", nil, []string{`"cluster-cidr"`, "list"}},
+		{"config not a mapping", "- a\n- b\n", nil, []string{"config.yaml", "mapping"}},
+		{"unknown flag", "", []string{"--no-such-flag"}, []string{"unknown flag: --no-such-flag"}},
+		{"invalid cluster CIDR", "", []string{"--cluster-cidr", "10.42.0.0/33"}, []string{"--cluster-cidr", "10.42.0.0/33"}},
+		{"invalid service CIDR in config", "service-cidr: banana\n", nil, []string{"--service-cidr", "banana"}},
+		{"overlapping CIDRs", "", []string{"--cluster-cidr", "10.0.0.0/8", "--service-cidr", "10.43.0.0/16", "--cluster-dns", "10.43.0.10"}, []string{"overlaps", "--cluster-cidr 10.0.0.0/8"}},
+		{"bad kubeconfig mode", "", []string{"--write-kubeconfig-mode", "rw"}, []string{"--write-kubeconfig-mode"}},
+		{"bad pass-through arg", "", []string{"--kube-apiserver-arg", "novalue"}, []string{"--kube-apiserver-arg", "key=value"}},
+		{"unknown apiserver flag", "", []string{"--kube-apiserver-arg", "no-such-apiserver-flag=1"}, []string{"kube-apiserver", "no-such-apiserver-flag"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := runBad(t, dir, tc.config, tc.args...)
+			wantAll(t, out, tc.want...)
+		})
+	}
+}
+
+func TestBadInputEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("KEDGE_HTTPS_LISTEN_PORT", "notaport")
+	out := runBadEnv(t, dir)
+	wantAll(t, out, "KEDGE_HTTPS_LISTEN_PORT", "notaport")
+}
+
+// runBadEnv is runBad with the test's KEDGE_* variables passed through.
+func runBadEnv(t *testing.T, dir string) string {
+	t.Helper()
+	cmd := exec.Command(kedgeBin, "server", "--config", filepath.Join(dir, "none.yaml"))
+	cmd.Env = append(cleanEnv(), "KEDGE_HTTPS_LISTEN_PORT="+os.Getenv("KEDGE_HTTPS_LISTEN_PORT"))
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("kedge exited 0:\n%s", out)
+	}
+	return string(out)
+}
+
+func TestPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	dir := t.TempDir()
+	out := runBad(t, dir, "", "--bind-address", "127.0.0.1", "--https-listen-port", port)
+	wantAll(t, out, "port "+port, "already in use", "--https-listen-port")
+	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+		t.Errorf("the data dir was created although the port was taken")
+	}
+}
+
+func TestDataDirNotWritable(t *testing.T) {
+	dir := t.TempDir()
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Root ignores file modes: a read-only mount is what makes it fail.
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=1m", "kedge-test-ro", ro).CombinedOutput(); err != nil {
+		t.Fatalf("mount read-only tmpfs: %v %s", err, out)
+	}
+	defer exec.Command("umount", ro).Run()
+	out := runBad(t, dir, "", "--data-dir", filepath.Join(ro, "kedge"))
+	wantAll(t, out, filepath.Join(ro, "kedge"), "--data-dir")
+}
+
+func TestForeignDatabaseIsRefused(t *testing.T) {
+	t.Run("garbage", func(t *testing.T) {
+		dir := t.TempDir()
+		db := filepath.Join(dir, "data", "server", "db", "state.db")
+		os.MkdirAll(filepath.Dir(db), 0o700)
+		garbage := bytes.Repeat([]byte("not a database\n"), 100)
+		if err := os.WriteFile(db, garbage, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out := runBad(t, dir, "")
+		wantAll(t, out, db, "not a SQLite database", "will not overwrite")
+		if got, _ := os.ReadFile(db); !bytes.Equal(got, garbage) {
+			t.Fatalf("the foreign file was modified")
+		}
+	})
+	t.Run("another program's SQLite", func(t *testing.T) {
+		dir := t.TempDir()
+		db := filepath.Join(dir, "data", "server", "db", "state.db")
+		os.MkdirAll(filepath.Dir(db), 0o700)
+		conn, err := sql.Open("sqlite", db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(`CREATE TABLE users (name TEXT); INSERT INTO users VALUES ('alice')`); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		before, _ := os.ReadFile(db)
+		out := runBad(t, dir, "")
+		wantAll(t, out, db, "another program", "users")
+		if got, _ := os.ReadFile(db); !bytes.Equal(got, before) {
+			t.Fatalf("the foreign database was modified")
+		}
+	})
+}

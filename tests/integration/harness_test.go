@@ -1,0 +1,315 @@
+// Package integration runs the real bin/kedge as root and drives it with the
+// stock /usr/bin/kubectl, asserting on what a user sees.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	kedgeBin   string
+	kubectlBin = "/usr/bin/kubectl"
+	shared     *node
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "integration tests start kedge as root: run them as root (scripts/test does)")
+		return 1
+	}
+	kedgeBin = os.Getenv("KEDGE_BIN")
+	if kedgeBin == "" {
+		kedgeBin, _ = filepath.Abs("../../bin/kedge")
+	}
+	if _, err := os.Stat(kedgeBin); err != nil {
+		fmt.Fprintf(os.Stderr, "kedge binary %s: %v (run scripts/build first)\n", kedgeBin, err)
+		return 1
+	}
+	if k := os.Getenv("KUBECTL"); k != "" {
+		kubectlBin = k
+	}
+	if _, err := os.Stat(kubectlBin); err != nil {
+		fmt.Fprintf(os.Stderr, "stock kubectl %s: %v\n", kubectlBin, err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "kedge-test-shared-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	shared, err = startNode(dir, nil)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start shared node: %v\n", err)
+		if shared != nil {
+			shared.stop()
+			fmt.Fprint(os.Stderr, shared.logTail(60))
+		}
+		return 1
+	}
+	code := m.Run()
+	if err := shared.stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stop shared node: %v\n", err)
+		code = 1
+	}
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "--- shared node log (tail) ---\n%s", shared.logTail(80))
+	} else {
+		os.RemoveAll(dir)
+	}
+	return code
+}
+
+// node is one kedge server started by a test.
+type node struct {
+	dir        string // test root: data/, kubeconfig, config.yaml, kedge.log
+	port       int
+	kubeconfig string
+	args       []string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	exitErr    error
+}
+
+func (n *node) dataDir() string { return filepath.Join(n.dir, "data") }
+func (n *node) logFile() string { return filepath.Join(n.dir, "kedge.log") }
+
+// newNode prepares a node in dir on a free port without starting it.
+func newNode(dir string, extra []string) (*node, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	n := &node{dir: dir, port: port, kubeconfig: filepath.Join(dir, "kubeconfig.yaml")}
+	cfg := filepath.Join(dir, "config.yaml")
+	if _, err := os.Stat(cfg); os.IsNotExist(err) {
+		if err := os.WriteFile(cfg, nil, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	n.args = append([]string{"server",
+		"--config", cfg,
+		"--data-dir", n.dataDir(),
+		"--https-listen-port", strconv.Itoa(port),
+		"--write-kubeconfig", n.kubeconfig,
+		"--disable-agent",
+	}, extra...)
+	return n, nil
+}
+
+// startNode starts a node and waits until the API is ready.
+func startNode(dir string, extra []string) (*node, error) {
+	n, err := newNode(dir, extra)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.start(); err != nil {
+		return n, err
+	}
+	return n, n.waitReady(3 * time.Minute)
+}
+
+func (n *node) start() error {
+	log, err := os.OpenFile(n.logFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "=== start %s %s\n", kedgeBin, strings.Join(n.args, " "))
+	n.cmd = exec.Command(kedgeBin, n.args...)
+	n.cmd.Stdout, n.cmd.Stderr = log, log
+	n.cmd.Env = cleanEnv()
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := n.cmd.Start(); err != nil {
+		log.Close()
+		return err
+	}
+	n.exited = make(chan struct{})
+	go func() {
+		n.exitErr = n.cmd.Wait()
+		log.Close()
+		close(n.exited)
+	}()
+	return nil
+}
+
+// cleanEnv is the test's environment without KEDGE_* and KUBECONFIG, so a
+// developer's settings cannot leak into a test.
+func cleanEnv() []string {
+	var env []string
+	for _, e := range os.Environ() {
+		if strings.HasPrefix(e, "KEDGE_") || strings.HasPrefix(e, "KUBECONFIG=") || strings.HasPrefix(e, "NOTIFY_SOCKET=") {
+			continue
+		}
+		env = append(env, e)
+	}
+	return env
+}
+
+func (n *node) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-n.exited:
+			return fmt.Errorf("kedge exited before it was ready: %v", n.exitErr)
+		default:
+		}
+		if _, err := os.Stat(n.kubeconfig); err == nil {
+			out, err := n.kubectlErr("get", "--raw", "/readyz")
+			if err == nil && strings.TrimSpace(out) == "ok" {
+				return nil
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("API not ready after %s", timeout)
+}
+
+// signal sends sig to kedge and waits for it to exit.
+func (n *node) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-n.exited:
+		return n.exitErr
+	default:
+	}
+	_ = n.cmd.Process.Signal(sig)
+	select {
+	case <-n.exited:
+		return n.exitErr
+	case <-time.After(timeout):
+		_ = n.cmd.Process.Kill()
+		<-n.exited
+		return fmt.Errorf("kedge did not exit within %s of %v", timeout, sig)
+	}
+}
+
+// stop stops kedge gracefully; it is an error if that fails.
+func (n *node) stop() error { return n.signalAndWait(syscall.SIGTERM, time.Minute) }
+
+// kill stops kedge with SIGKILL, as a crash would.
+func (n *node) kill() { _ = n.signalAndWait(syscall.SIGKILL, 30*time.Second) }
+
+func (n *node) logTail(lines int) string {
+	data, _ := os.ReadFile(n.logFile())
+	all := strings.Split(string(data), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n") + "\n"
+}
+
+// kubectlErr runs the stock kubectl against the node.
+func (n *node) kubectlErr(args ...string) (string, error) {
+	return n.kubectlIn("", args...)
+}
+
+func (n *node) kubectlIn(stdin string, args ...string) (string, error) {
+	return kubectlRun(n.kubeconfig, stdin, args...)
+}
+
+// runKubectlWith runs kubectl with another kubeconfig.
+func runKubectlWith(kubeconfig string, args ...string) (string, error) {
+	return kubectlRun(kubeconfig, "", args...)
+}
+
+func kubectlRun(kubeconfig, stdin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Env = cleanEnv()
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// kubectl runs kubectl and fails the test on error.
+func (n *node) kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := n.kubectlErr(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// apply pipes a manifest to kubectl apply -f -.
+func (n *node) apply(t *testing.T, manifest string) {
+	t.Helper()
+	if out, err := n.kubectlIn(manifest, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
+// eventually polls cond until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+}
+
+// ownNode starts a node for one test and stops it at the end, printing its
+// log if the test failed.
+func ownNode(t *testing.T, extra ...string) *node {
+	t.Helper()
+	n, err := startNode(t.TempDir(), extra)
+	t.Cleanup(func() {
+		if n != nil {
+			n.stop()
+			if t.Failed() {
+				t.Logf("--- kedge log (tail) ---\n%s", n.logTail(60))
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("start kedge: %v", err)
+	}
+	return n
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// namespace creates a namespace unique to the test on the shared node.
+func namespace(t *testing.T, n *node) string {
+	t.Helper()
+	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(ns) > 50 {
+		ns = ns[:50]
+	}
+	n.kubectl(t, "create", "namespace", ns)
+	t.Cleanup(func() { n.kubectlErr("delete", "namespace", ns, "--wait=false") })
+	return ns
+}
