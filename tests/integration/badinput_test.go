@@ -68,7 +68,8 @@ func TestBadInput(t *testing.T) {
 		want   []string
 	}{
 		{"unknown config key", "data-dirr: /tmp/x\n", nil, []string{`unknown key "data-dirr"`, "config.yaml"}},
-		{"wrong type in config", "https-listen-port: lots\n", nil, []string{`"https-listen-port"`, "config.yaml", "lots"}},
+		{"wrong type in config", "log-json: maybe\n", nil, []string{`"log-json"`, "config.yaml", "maybe"}},
+		{"wrong type in config drop-in", "", []string{"--config", "DROPIN"}, []string{`"v"`, "50-verbose.yaml", "lots"}},
 		{"list for a scalar key", "cluster-cidr: [10.0.0.0/16]\n", nil, []string{`"cluster-cidr"`, "list"}},
 		{"config not a mapping", "- a\n- b\n", nil, []string{"config.yaml", "mapping"}},
 		{"unknown flag", "", []string{"--no-such-flag"}, []string{"unknown flag: --no-such-flag"}},
@@ -82,7 +83,14 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			out := runBad(t, dir, tc.config, tc.args...)
+			args := tc.args
+			if len(args) == 2 && args[1] == "DROPIN" {
+				cfg := filepath.Join(dir, "main.yaml")
+				writeTestFile(t, cfg, "cluster-domain: example.local\n")
+				writeTestFile(t, cfg+".d/50-verbose.yaml", "v: lots\n")
+				args = []string{"--config", cfg}
+			}
+			out := runBad(t, dir, tc.config, args...)
 			wantAll(t, out, tc.want...)
 		})
 	}
@@ -98,7 +106,9 @@ func TestBadInputEnvironment(t *testing.T) {
 // runBadEnv is runBad with the test's KEDGE_* variables passed through.
 func runBadEnv(t *testing.T, dir string) string {
 	t.Helper()
-	cmd := exec.Command(kedgeBin, "server", "--config", filepath.Join(dir, "none.yaml"))
+	cfg := filepath.Join(dir, "empty.yaml")
+	writeTestFile(t, cfg, "")
+	cmd := exec.Command(kedgeBin, "server", "--config", cfg)
 	cmd.Env = append(cleanEnv(), "KEDGE_HTTPS_LISTEN_PORT="+os.Getenv("KEDGE_HTTPS_LISTEN_PORT"))
 	out, err := cmd.CombinedOutput()
 	if err == nil {
@@ -171,4 +181,14 @@ func TestForeignDatabaseIsRefused(t *testing.T) {
 			t.Fatalf("the foreign database was modified")
 		}
 	})
+}
+
+func writeTestFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
