@@ -145,7 +145,11 @@ func TestValidate(t *testing.T) {
 		{"bad cluster cidr", func(c *Config) { c.ClusterCIDR = "10.42.0.0/40" }, []string{"--cluster-cidr", "10.42.0.0/40"}},
 		{"host bits", func(c *Config) { c.ClusterCIDR = "10.42.1.0/16" }, []string{"--cluster-cidr", "10.42.0.0/16"}},
 		{"overlap", func(c *Config) { c.ClusterCIDR = "10.0.0.0/8" }, []string{"overlaps"}},
-		{"service too large", func(c *Config) { c.ServiceCIDR = "10.0.0.0/8"; c.ClusterCIDR = "192.168.0.0/16"; c.ClusterDNS = "10.0.0.10" }, []string{"too large"}},
+		{"service too large", func(c *Config) {
+			c.ServiceCIDR = "10.0.0.0/8"
+			c.ClusterCIDR = "192.168.0.0/16"
+			c.ClusterDNS = "10.0.0.10"
+		}, []string{"too large"}},
 		{"dns outside", func(c *Config) { c.ClusterDNS = "10.42.0.10" }, []string{"--cluster-dns", "outside"}},
 		{"mode", func(c *Config) { c.WriteKubeconfigMode = "999" }, []string{"--write-kubeconfig-mode"}},
 		{"arg", func(c *Config) { c.KubeSchedulerArgs = []string{"v"} }, []string{"--kube-scheduler-arg", "key=value"}},
