@@ -1,0 +1,67 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+func TestHandler(t *testing.T) {
+	tests := []struct {
+		name      string
+		path      string
+		start     time.Time
+		failAfter time.Duration
+		calls     int // the response of the last call is checked
+		code      int
+		body      string
+	}{
+		{name: "root first request", path: "/", calls: 1, code: 200, body: "Hello from Kubernetes! I am pod-a, request 1\n"},
+		{name: "root counts requests", path: "/", calls: 3, code: 200, body: "Hello from Kubernetes! I am pod-a, request 3\n"},
+		{name: "catch-all path", path: "/app/x", calls: 1, code: 200, body: "Hello from Kubernetes! I am pod-a, request 1\n"},
+		{name: "healthz ok", path: "/healthz", calls: 1, code: 200, body: "ok"},
+		{name: "healthz before deadline", path: "/healthz", failAfter: time.Hour, calls: 1, code: 200, body: "ok"},
+		{name: "healthz after deadline", path: "/healthz", start: time.Now().Add(-time.Minute), failAfter: time.Second, calls: 1, code: 500, body: "failing (FAIL_HEALTHZ_AFTER)\n"},
+		{name: "version", path: "/version", calls: 1, code: 200, body: "v1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := tt.start
+			if start.IsZero() {
+				start = time.Now()
+			}
+			h := newHandler("pod-a", start, tt.failAfter)
+			var rec *httptest.ResponseRecorder
+			for range tt.calls {
+				rec = httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.path, nil))
+			}
+			if rec.Code != tt.code || rec.Body.String() != tt.body {
+				t.Errorf("GET %s = %d %q, want %d %q", tt.path, rec.Code, rec.Body.String(), tt.code, tt.body)
+			}
+		})
+	}
+}
+
+func TestListenPort(t *testing.T) {
+	tests := []struct {
+		env     string
+		want    int
+		wantErr bool
+	}{
+		{env: "", want: 8080},
+		{env: "5000", want: 5000},
+		{env: "0", wantErr: true},
+		{env: "http", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run("PORT="+tt.env, func(t *testing.T) {
+			t.Setenv("PORT", tt.env)
+			got, err := listenPort(8080)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("listenPort = %d, %v; want %d, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
