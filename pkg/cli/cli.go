@@ -26,6 +26,21 @@ func Run(ctx context.Context, name string, args []string) error {
 	switch filepath.Base(name) {
 	case "kubectl":
 		return runKubectl(args)
+	case "ctr":
+		return runCtr(args)
+	case "crictl":
+		return runCrictl(args)
+	}
+	// Internal and pass-through commands that parse their own flags.
+	if len(args) > 0 {
+		switch args[0] {
+		case "containerd":
+			return runContainerd(args[1:])
+		case "ctr":
+			return runCtr(args[1:])
+		case "crictl":
+			return runCrictl(args[1:])
+		}
 	}
 	// Kubernetes packages register flags (--version, klog's) on the global
 	// flag set at init, and cobra would merge them into kedge's commands.
@@ -61,6 +76,7 @@ agents, the kubelet. Stock kubectl and Helm work against it.
 	})
 	root.AddCommand(
 		newServerCommand(),
+		newAgentCommand(),
 		newKubectlCommand(),
 		newVersionCommand(stdout),
 	)

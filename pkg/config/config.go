@@ -28,6 +28,10 @@ const (
 	DefaultServiceCIDR     = "10.43.0.0/16"
 	DefaultClusterDNS      = "10.43.0.10"
 	DefaultClusterDomain   = "cluster.local"
+	DefaultRunDir          = "/run/kedge"
+	// DefaultContainerdSocket is where kedge's containerd listens.
+	DefaultContainerdSocket = DefaultRunDir + "/containerd/containerd.sock"
+	DefaultRegistriesFile   = "/etc/kedge/registries.yaml"
 )
 
 // Config is the whole configuration of a kedge server.
@@ -55,6 +59,66 @@ type Config struct {
 
 	Verbosity int
 	LogJSON   bool
+
+	Agent
+}
+
+// Agent is the configuration of the agent, the node part of a server and
+// the whole of "kedge agent".
+type Agent struct {
+	// Server is the URL of the server to join ("kedge agent" only).
+	Server          string
+	RunDir          string
+	NodeName        string
+	NodeIP          string
+	NodeLabels      []string
+	NodeTaints      []string
+	KubeletArgs     []string
+	PauseImage      string
+	PrivateRegistry string
+}
+
+// DefaultPauseImage is the pause image kedge carries inside its binary.
+const DefaultPauseImage = "kedge.local/pause:3.10"
+
+// AddAgentFlags registers the agent's flags on fs, bound to a.
+func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&a.RunDir, "run-dir", DefaultRunDir, "runtime directory (sockets, PID files); containerd listens in <run-dir>/containerd")
+	fs.StringVar(&a.NodeName, "node-name", "", "name of this node (default: the host name, lower case)")
+	fs.StringVar(&a.NodeIP, "node-ip", "", "IP address the node registers with (default: the address of the default route's interface)")
+	fs.StringArrayVar(&a.NodeLabels, "node-label", nil, "label to register the node with, key=value (repeatable)")
+	fs.StringArrayVar(&a.NodeTaints, "node-taint", nil, "taint to register the node with, key=value:Effect (repeatable)")
+	fs.StringArrayVar(&a.KubeletArgs, "kubelet-arg", nil, "extra kubelet flag as key=value (repeatable; overrides kedge's default)")
+	fs.StringVar(&a.PauseImage, "pause-image", DefaultPauseImage, "sandbox (pause) image; the default ships inside kedge")
+	fs.StringVar(&a.PrivateRegistry, "private-registry", DefaultRegistriesFile, "registry configuration (mirrors, auth, TLS), as in k3s's registries.yaml")
+}
+
+// ValidateAgent checks the agent settings.
+func (a *Agent) ValidateAgent() error {
+	var errs []error
+	if a.NodeIP != "" && net.ParseIP(a.NodeIP) == nil {
+		errs = append(errs, fmt.Errorf("--node-ip: %q is not an IP address", a.NodeIP))
+	}
+	if !filepath.IsAbs(a.RunDir) {
+		errs = append(errs, fmt.Errorf("--run-dir: %q must be an absolute path", a.RunDir))
+	}
+	for _, l := range a.NodeLabels {
+		if k, _, ok := strings.Cut(l, "="); !ok || k == "" {
+			errs = append(errs, fmt.Errorf("--node-label: %q is not of the form key=value", l))
+		}
+	}
+	for _, t := range a.NodeTaints {
+		kv, effect, ok := strings.Cut(t, ":")
+		if !ok || kv == "" || (effect != "NoSchedule" && effect != "PreferNoSchedule" && effect != "NoExecute") {
+			errs = append(errs, fmt.Errorf("--node-taint: %q is not of the form key=value:NoSchedule|PreferNoSchedule|NoExecute", t))
+		}
+	}
+	for _, arg := range a.KubeletArgs {
+		if _, _, err := SplitArg(arg); err != nil {
+			errs = append(errs, fmt.Errorf("--kubelet-arg: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // AddServerFlags registers every server flag on fs, bound to c, with its
@@ -146,6 +210,9 @@ func (c *Config) Validate() error {
 				bad(flag, "%v", err)
 			}
 		}
+	}
+	if err := c.ValidateAgent(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -54,6 +54,9 @@ func APIServerArgs(p Params) (Args, error) {
 		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
 		"enable-aggregator-routing":          "true",
 		"profiling":                          "false",
+		// Long-lived watches (the in-process kubelet's) would otherwise
+		// hold the HTTP server's shutdown for the 60s request timeout.
+		"shutdown-send-retry-after": "true",
 	}
 	return a, a.Override(c.KubeAPIServerArgs)
 }

@@ -17,6 +17,7 @@ import (
 
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
+	"github.com/kedge-dev/kedge/pkg/agent"
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/controlplane"
@@ -140,7 +141,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		&controlplane.Scheduler{Args: schedArgs, Log: log.With("component", "kube-scheduler")},
 	}
 	if !cfg.DisableAgent {
-		log.Warn("this build has no agent yet: running the control plane only, as with --disable-agent")
+		node, err := agent.Components(agent.Options{
+			Config:    cfg,
+			ServerURL: apiURL,
+			Creds:     agent.LocalCredentials(tlsFiles),
+			Log:       log,
+		})
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		components = append(components, node...)
 	}
 
 	runner := &component.Runner{Log: log, ReadyTimeout: 3 * time.Minute, StopTimeout: 20 * time.Second, PollInterval: 100 * time.Millisecond}

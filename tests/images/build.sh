@@ -5,6 +5,7 @@
 #   hello-v1.tar  kedge.test/hello:v1, simple-server:v1, flask-hello:latest
 #   hello-v2.tar  kedge.test/hello:v2
 #   worker.tar    kedge.test/worker:v1
+#   late.tar      kedge.test/late:v1 (the worker, under a name no node has yet)
 # Every image also gets a static busybox as /bin/busybox, with sh, cat,
 # tar... linked to it, so `kubectl exec` and `kubectl cp` work in test pods.
 # It is Debian's busybox-static (installed with apt-get when missing); set
@@ -133,6 +134,8 @@ main() {
         --ref kedge.test/hello:v1 --ref simple-server:v1 --ref flask-hello:latest
     pack "$tmp/v2/hello" "$out/hello-v2.tar" --port 8080 --ref kedge.test/hello:v2
     pack "$tmp/worker" "$out/worker.tar" --ref kedge.test/worker:v1
+    # Not pre-loaded by the tests: dropped into the images dir while running.
+    pack "$tmp/worker" "$out/late.tar" --ref kedge.test/late:v1
 }
 
 main "$@"

@@ -18,6 +18,7 @@ import (
 )
 
 var (
+	imagesDir  string
 	kedgeBin   string
 	kubectlBin = "/usr/bin/kubectl"
 	shared     *node
@@ -47,12 +48,28 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "stock kubectl %s: %v\n", kubectlBin, err)
 		return 1
 	}
+	imagesDir = os.Getenv("KEDGE_TEST_IMAGES")
+	if imagesDir == "" {
+		imagesDir, _ = filepath.Abs("../../bin/images")
+	}
+	if _, err := os.Stat(filepath.Join(imagesDir, "hello-v1.tar")); err != nil {
+		fmt.Fprintf(os.Stderr, "test images in %s: %v (run tests/images/build.sh)\n", imagesDir, err)
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "kedge-test-shared-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	shared, err = startNode(dir, nil)
+	// The shared node runs an agent, with the test images in its air-gap
+	// directory from the start.
+	for _, img := range []string{"hello-v1.tar", "hello-v2.tar", "worker.tar"} {
+		if err := copyFile(filepath.Join(imagesDir, img), filepath.Join(dir, "data", "agent", "images", img)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	shared, err = startAgentNode(dir)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start shared node: %v\n", err)
 		if shared != nil {
@@ -88,8 +105,50 @@ type node struct {
 func (n *node) dataDir() string { return filepath.Join(n.dir, "data") }
 func (n *node) logFile() string { return filepath.Join(n.dir, "kedge.log") }
 
-// newNode prepares a node in dir on a free port without starting it.
-func newNode(dir string, extra []string) (*node, error) {
+// startAgentNode starts a server with its agent and waits until the node
+// is Ready.
+func startAgentNode(dir string) (*node, error) {
+	n, err := newNode(dir, nil, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.start(); err != nil {
+		return n, err
+	}
+	if err := n.waitReady(3 * time.Minute); err != nil {
+		return n, err
+	}
+	return n, n.waitNodeReady(3 * time.Minute)
+}
+
+func (n *node) waitNodeReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var out string
+	for time.Now().Before(deadline) {
+		out, _ = n.kubectlErr("get", "nodes", "-o", `jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{end}`)
+		if out == "True" {
+			return nil
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	nodes, _ := n.kubectlErr("describe", "nodes")
+	return fmt.Errorf("node not Ready after %s (%q):\n%s", timeout, out, nodes)
+}
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o644)
+}
+
+// newNode prepares a node in dir on a free port without starting it; only
+// agent nodes run containerd and a kubelet.
+func newNode(dir string, extra []string, withAgent bool) (*node, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -106,14 +165,18 @@ func newNode(dir string, extra []string) (*node, error) {
 		"--data-dir", n.dataDir(),
 		"--https-listen-port", strconv.Itoa(port),
 		"--write-kubeconfig", n.kubeconfig,
-		"--disable-agent",
 	}, extra...)
+	if !withAgent {
+		n.args = append(n.args, "--disable-agent")
+	} else {
+		n.args = append(n.args, "--run-dir", filepath.Join(dir, "run"))
+	}
 	return n, nil
 }
 
 // startNode starts a node and waits until the API is ready.
 func startNode(dir string, extra []string) (*node, error) {
-	n, err := newNode(dir, extra)
+	n, err := newNode(dir, extra, false)
 	if err != nil {
 		return nil, err
 	}

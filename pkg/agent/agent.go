@@ -1,0 +1,207 @@
+// Package agent is the composition root of the agent role: it prepares the
+// node's certificates and configuration files, then lists the node's
+// components in start order: containerd, image import, kubelet, pod network.
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kedge-dev/kedge/pkg/agent/cni"
+	"github.com/kedge-dev/kedge/pkg/agent/containerd"
+	"github.com/kedge-dev/kedge/pkg/agent/hostinfo"
+	"github.com/kedge-dev/kedge/pkg/agent/images"
+	"github.com/kedge-dev/kedge/pkg/agent/kubelet"
+	"github.com/kedge-dev/kedge/pkg/agent/registries"
+	"github.com/kedge-dev/kedge/pkg/component"
+	"github.com/kedge-dev/kedge/pkg/config"
+	"github.com/kedge-dev/kedge/pkg/controlplane"
+	"github.com/kedge-dev/kedge/pkg/datadir"
+	"github.com/kedge-dev/kedge/pkg/payload"
+	"github.com/kedge-dev/kedge/pkg/pki"
+)
+
+// Credentials are what the agent trusts and signs its node certificates
+// with. The agent of a server uses the server's own CAs.
+type Credentials struct {
+	ServerCACert string
+	ClientCACert string
+	ClientCAKey  string
+	ServerCAKey  string
+}
+
+// LocalCredentials are the credentials of the agent that runs beside a
+// server: the server's own CA files.
+func LocalCredentials(f pki.Files) Credentials {
+	return Credentials{ServerCACert: f.ServerCACert, ServerCAKey: f.ServerCAKey, ClientCACert: f.ClientCACert, ClientCAKey: f.ClientCAKey}
+}
+
+// Options configure the agent.
+type Options struct {
+	Config    config.Config
+	ServerURL string
+	Creds     Credentials
+	Log       *slog.Logger
+}
+
+// Paths of the agent's files under the data dir.
+type paths struct{ root, run string }
+
+func (p paths) etcContainerd() string { return filepath.Join(p.root, "etc", "containerd") }
+func (p paths) certsD() string        { return filepath.Join(p.etcContainerd(), "certs.d") }
+func (p paths) cniConf() string       { return filepath.Join(p.root, "etc", "cni", "net.d") }
+func (p paths) tls() string           { return filepath.Join(p.root, "tls") }
+func (p paths) kubeconfig() string    { return filepath.Join(p.root, "kubelet.kubeconfig") }
+func (p paths) kubeletConfig() string { return filepath.Join(p.root, "kubelet.yaml") }
+func (p paths) socket() string        { return filepath.Join(p.run, "containerd", "containerd.sock") }
+
+// NodeName is --node-name, else the host name in lower case.
+func NodeName(c config.Config) string {
+	if c.NodeName != "" {
+		return c.NodeName
+	}
+	h, _ := os.Hostname()
+	return strings.ToLower(h)
+}
+
+// NodeIP is --node-ip, else the address of the default route's interface.
+func NodeIP(c config.Config) string {
+	if c.NodeIP != "" {
+		return c.NodeIP
+	}
+	if ip, err := utilnet.ResolveBindAddress(nil); err == nil && ip != nil {
+		return ip.String()
+	}
+	return "127.0.0.1"
+}
+
+// Components prepares the node and returns its components in start order.
+func Components(o Options) ([]component.Component, error) {
+	c := o.Config
+	layout := datadir.Layout{Root: c.DataDir}
+	p := paths{root: layout.Agent(), run: c.RunDir}
+	binDir, err := payload.Extract(c.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	facts := hostinfo.Detect()
+	name, ip := NodeName(c), NodeIP(c)
+	o.Log.Info("agent", "node", name, "nodeIP", ip, "cgroupV2", facts.CgroupV2, "cgroupDriver", facts.CgroupDriver(), "restrictOOMScoreAdj", !facts.CanLowerOOMScoreAdj, "bin", binDir)
+
+	for _, d := range []string{p.root, p.tls(), layout.ImagesDir(), filepath.Join(c.RunDir, "containerd")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	clientCert, clientKey := filepath.Join(p.tls(), "client-kubelet.crt"), filepath.Join(p.tls(), "client-kubelet.key")
+	if err := pki.IssueClientCert(o.Creds.ClientCACert, o.Creds.ClientCAKey, clientCert, clientKey, "system:node:"+name, []string{"system:nodes"}); err != nil {
+		return nil, fmt.Errorf("kubelet client certificate: %w", err)
+	}
+	hostname, _ := os.Hostname()
+	servingCert, servingKey := filepath.Join(p.tls(), "serving-kubelet.crt"), filepath.Join(p.tls(), "serving-kubelet.key")
+	if err := pki.IssueServingCert(o.Creds.ServerCACert, o.Creds.ServerCAKey, servingCert, servingKey, name, []string{name, hostname, ip, "localhost", "127.0.0.1"}); err != nil {
+		return nil, fmt.Errorf("kubelet serving certificate: %w", err)
+	}
+	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: clientCert, KeyFile: clientKey}
+	if err := pki.WriteKubeconfig(p.kubeconfig(), 0o600, kc); err != nil {
+		return nil, err
+	}
+
+	if err := registries.Render(c.PrivateRegistry, p.certsD()); err != nil {
+		return nil, err
+	}
+	ctrdConfig, err := containerd.Render(p.etcContainerd(), containerd.ConfigData{
+		Root:                filepath.Join(p.root, "containerd"),
+		State:               filepath.Join(c.RunDir, "containerd", "state"),
+		Socket:              p.socket(),
+		BinDir:              binDir,
+		CNIConfDir:          p.cniConf(),
+		RegistryConfigDir:   p.certsD(),
+		PauseImage:          c.PauseImage,
+		SystemdCgroup:       facts.SystemdCgroups,
+		RestrictOOMScoreAdj: !facts.CanLowerOOMScoreAdj,
+		ImportsGlob:         filepath.Join(p.etcContainerd(), "config.toml.d", "*.toml"),
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	kport, hport := 10250, 10248
+	kargs := controlplane.Args{
+		"kubeconfig":        p.kubeconfig(),
+		"hostname-override": name,
+		"node-ip":           ip,
+		"root-dir":          kubelet.RootDir(c.DataDir),
+	}
+	if len(c.NodeLabels) > 0 {
+		kargs["node-labels"] = strings.Join(c.NodeLabels, ",")
+	}
+	if len(c.NodeTaints) > 0 {
+		kargs["register-with-taints"] = strings.Join(c.NodeTaints, ",")
+	}
+	if err := kargs.Override(c.KubeletArgs); err != nil {
+		return nil, fmt.Errorf("--kubelet-arg: %w", err)
+	}
+	if v, ok := kargs["healthz-port"]; ok {
+		hport, _ = strconv.Atoi(v)
+	}
+	if v, ok := kargs["port"]; ok {
+		kport, _ = strconv.Atoi(v)
+	}
+	if err := kubelet.WriteConfig(p.kubeletConfig(), kubelet.ConfigData{
+		ClientCAFile:    o.Creds.ClientCACert,
+		TLSCertFile:     servingCert,
+		TLSKeyFile:      servingKey,
+		CgroupDriver:    facts.CgroupDriver(),
+		CgroupV1:        !facts.CgroupV2,
+		ClusterDNS:      c.ClusterDNS,
+		ClusterDomain:   c.ClusterDomain,
+		RuntimeEndpoint: "unix://" + p.socket(),
+		StaticPodPath:   filepath.Join(p.root, "pod-manifests"),
+		ResolvConf:      kubelet.ResolvConf(),
+		HealthzPort:     hport,
+		Port:            kport,
+	}); err != nil {
+		return nil, err
+	}
+	// Report bad --kubelet-arg values now, before anything starts.
+	if _, err := kubelet.Build(p.kubeletConfig(), kargs); err != nil {
+		return nil, err
+	}
+
+	restCfg, err := clientcmd.BuildConfigFromFlags("", p.kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, err
+	}
+	builtin := map[string][]byte{}
+	if data, ok := payload.Image("pause.tar"); ok {
+		builtin["pause.tar"] = data
+	}
+	return []component.Component{
+		containerd.New(containerd.Options{
+			ConfigFile: ctrdConfig,
+			Socket:     p.socket(),
+			BinDir:     binDir,
+			LogFile:    filepath.Join(p.root, "containerd", "containerd.log"),
+			PIDFile:    filepath.Join(c.RunDir, "containerd", "containerd.pid"),
+			Log:        o.Log.With("component", "containerd"),
+		}),
+		&images.Importer{Socket: p.socket(), Dir: layout.ImagesDir(), Builtin: builtin, Interval: 2 * time.Second, Log: o.Log.With("component", "images")},
+		&kubelet.Kubelet{ConfigFile: p.kubeletConfig(), Args: kargs, HealthzURL: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(hport)) + "/healthz", Log: o.Log.With("component", "kubelet")},
+		&cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Log: o.Log.With("component", "cni")},
+	}, nil
+}

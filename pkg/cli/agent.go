@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kedge-dev/kedge/pkg/agent"
+	"github.com/kedge-dev/kedge/pkg/component"
+	"github.com/kedge-dev/kedge/pkg/config"
+	"github.com/kedge-dev/kedge/pkg/datadir"
+	kedgelog "github.com/kedge-dev/kedge/pkg/log"
+	"github.com/kedge-dev/kedge/pkg/pki"
+)
+
+func newAgentCommand() *cobra.Command {
+	var cfg config.Config
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run an agent: containerd, kubelet and the pod network of a node",
+		Long: `Run a kedge agent: containerd (with runc and the shim kedge carries) and the
+kubelet, registered with the server at --server.
+
+For now an agent joins the server whose data dir it shares (local
+credentials): run "kedge server --disable-agent" and "kedge agent" on the
+same host with the same --data-dir. Joining remote servers with a token
+comes with the multi-node work.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := config.ApplySources(cmd.Flags(), os.Getenv); err != nil {
+				return err
+			}
+			if err := cfg.ValidateAgent(); err != nil {
+				return err
+			}
+			log := kedgelog.Setup(os.Stderr, kedgelog.Options{Verbosity: cfg.Verbosity, JSON: cfg.LogJSON})
+			layout := datadir.Layout{Root: cfg.DataDir}
+			files := pki.FilesIn(layout.TLSDir())
+			if _, err := os.Stat(files.ClientCAKey); err != nil {
+				return fmt.Errorf("no server credentials in %s: an agent currently joins the server sharing its --data-dir (%w)", layout.TLSDir(), err)
+			}
+			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, Creds: agent.LocalCredentials(files), Log: log})
+			if err != nil {
+				return err
+			}
+			runner := &component.Runner{Log: log, ReadyTimeout: 3 * time.Minute, StopTimeout: 20 * time.Second, PollInterval: 200 * time.Millisecond}
+			return runner.Run(cmd.Context(), node, func() {
+				log.Info("kedge agent is ready", "node", agent.NodeName(cfg), "server", cfg.Server)
+			})
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&cfg.ConfigFile, "config", "c", config.DefaultConfigFile, "config file (keys are the long flag names)")
+	fs.StringVarP(&cfg.DataDir, "data-dir", "d", config.DefaultDataDir, "directory holding kedge's state")
+	fs.StringVarP(&cfg.Server, "server", "s", "https://127.0.0.1:6443", "URL of the server to join")
+	fs.StringVar(&cfg.ClusterDNS, "cluster-dns", config.DefaultClusterDNS, "ClusterIP of the cluster DNS service")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", config.DefaultClusterDomain, "cluster DNS domain")
+	fs.IntVarP(&cfg.Verbosity, "v", "v", 0, "log verbosity (0-10)")
+	fs.BoolVar(&cfg.LogJSON, "log-json", false, "write logs as JSON lines")
+	cfg.AddAgentFlags(fs)
+	return cmd
+}
