@@ -41,6 +41,11 @@ comes with the multi-node work.`,
 			if _, err := os.Stat(files.ClientCAKey); err != nil {
 				return fmt.Errorf("no server credentials in %s: an agent currently joins the server sharing its --data-dir (%w)", layout.TLSDir(), err)
 			}
+			removePID, err := datadir.WritePIDFile(cfg.RunDir)
+			if err != nil {
+				return err
+			}
+			defer removePID()
 			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, Creds: agent.LocalCredentials(files), Log: log})
 			if err != nil {
 				return err

@@ -27,6 +27,17 @@ func runCrictl(args []string) error {
 	}
 	endpoint := "unix://" + filepath.Join(runDir, "containerd", "containerd.sock")
 	env := os.Environ()
+	if os.Getenv("CRI_CONFIG_FILE") == "" {
+		if _, err := os.Stat("/etc/crictl.yaml"); err != nil {
+			// crictl's own config, so it neither warns about a missing
+			// /etc/crictl.yaml nor tries the default endpoints first.
+			conf := filepath.Join(runDir, "crictl.yaml")
+			data := fmt.Sprintf("runtime-endpoint: %s\nimage-endpoint: %s\n", endpoint, endpoint)
+			if err := os.WriteFile(conf, []byte(data), 0o644); err == nil {
+				env = append(env, "CRI_CONFIG_FILE="+conf)
+			}
+		}
+	}
 	if os.Getenv("CONTAINER_RUNTIME_ENDPOINT") == "" {
 		env = append(env, "CONTAINER_RUNTIME_ENDPOINT="+endpoint)
 	}

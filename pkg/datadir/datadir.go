@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // Layout names every path under the data dir.
@@ -47,4 +48,17 @@ func (l Layout) EnsureServer() error {
 		return fmt.Errorf("create %s: %w", l.ManifestsDir(), err)
 	}
 	return nil
+}
+
+// WritePIDFile records kedge's PID in <runDir>/kedge.pid, where
+// kedge-killall.sh finds it, and returns a function removing it.
+func WritePIDFile(runDir string) (func(), error) {
+	if err := os.MkdirAll(runDir, 0o755); err != nil {
+		return nil, fmt.Errorf("run dir %s (--run-dir): %w", runDir, err)
+	}
+	path := filepath.Join(runDir, "kedge.pid")
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return func() { os.Remove(path) }, nil
 }

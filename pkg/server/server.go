@@ -56,6 +56,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := layout.EnsureServer(); err != nil {
 		return err
 	}
+	removePID, err := datadir.WritePIDFile(cfg.RunDir)
+	if err != nil {
+		return err
+	}
+	defer removePID()
 
 	advertise, err := advertiseAddress(cfg)
 	if err != nil {

@@ -31,6 +31,7 @@ func runBad(t *testing.T, dir string, configYAML string, args ...string) string 
 	base := []string{"server", "--config", cfg, "--disable-agent",
 		"--data-dir", filepath.Join(dir, "data"),
 		"--write-kubeconfig", filepath.Join(dir, "kubeconfig.yaml"),
+		"--run-dir", filepath.Join(dir, "run"),
 		"--https-listen-port", strconv.Itoa(port)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

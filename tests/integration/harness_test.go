@@ -17,6 +17,8 @@ import (
 	"time"
 )
 
+const sharedNodeName = "kedge-test-node"
+
 var (
 	imagesDir  string
 	kedgeBin   string
@@ -69,11 +71,24 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	shared, err = startAgentNode(dir)
+	// A registry on loopback, reached only through the mirror configured
+	// in registries.yaml (--private-registry).
+	regFile, stopRegistry, err := startMirrorRegistry(dir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "test registry: %v\n", err)
+		return 1
+	}
+	defer stopRegistry()
+	shared, err = startAgentNode(dir, "--private-registry", regFile,
+		"--node-name", sharedNodeName,
+		"--node-label", "kedge.test/role=shared",
+		"--node-taint", "kedge.test/soft=yes:PreferNoSchedule",
+		"--kubelet-arg", "max-pods=60")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start shared node: %v\n", err)
 		if shared != nil {
 			shared.stop()
+			killall(shared)
 			fmt.Fprint(os.Stderr, shared.logTail(60))
 		}
 		return 1
@@ -81,6 +96,11 @@ func run(m *testing.M) int {
 	code := m.Run()
 	if err := shared.stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "stop shared node: %v\n", err)
+		code = 1
+	}
+	// Whatever the tests did, leave no container, mount or rule behind.
+	if out, err := killall(shared); err != nil {
+		fmt.Fprintf(os.Stderr, "kedge-killall.sh: %v\n%s", err, out)
 		code = 1
 	}
 	if code != 0 {
@@ -107,8 +127,8 @@ func (n *node) logFile() string { return filepath.Join(n.dir, "kedge.log") }
 
 // startAgentNode starts a server with its agent and waits until the node
 // is Ready.
-func startAgentNode(dir string) (*node, error) {
-	n, err := newNode(dir, nil, true)
+func startAgentNode(dir string, extra ...string) (*node, error) {
+	n, err := newNode(dir, extra, true)
 	if err != nil {
 		return nil, err
 	}
@@ -165,11 +185,10 @@ func newNode(dir string, extra []string, withAgent bool) (*node, error) {
 		"--data-dir", n.dataDir(),
 		"--https-listen-port", strconv.Itoa(port),
 		"--write-kubeconfig", n.kubeconfig,
+		"--run-dir", filepath.Join(dir, "run"),
 	}, extra...)
 	if !withAgent {
 		n.args = append(n.args, "--disable-agent")
-	} else {
-		n.args = append(n.args, "--run-dir", filepath.Join(dir, "run"))
 	}
 	return n, nil
 }

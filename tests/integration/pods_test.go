@@ -18,9 +18,11 @@ func (n *node) crictl(t *testing.T, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(kedgeBin, append([]string{"crictl"}, args...)...)
 	cmd.Env = append(cleanEnv(), "KEDGE_DATA_DIR="+n.dataDir(), "KEDGE_RUN_DIR="+filepath.Join(n.dir, "run"))
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("kedge crictl %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("kedge crictl %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out)
 }
@@ -37,8 +39,11 @@ func (n *node) waitRollout(t *testing.T, ns, obj string) {
 	n.kubectl(t, "-n", ns, "rollout", "status", obj, "--timeout=120s")
 }
 
+// podsOf lists the Running pods matching selector that are not being
+// deleted, sorted by name.
 func (n *node) podsOf(ns, selector string) []string {
-	out, _ := n.kubectlErr("-n", ns, "get", "pods", "-l", selector, "--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}")
+	out, _ := n.kubectlErr("-n", ns, "get", "pods", "-l", selector, "--field-selector=status.phase=Running", "--sort-by=.metadata.name",
+		"-o", "go-template={{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.name}} {{end}}{{end}}")
 	return strings.Fields(out)
 }
 
@@ -245,6 +250,12 @@ func TestRollingUpdateAndUndo(t *testing.T) {
 	}
 	shared.kubectl(t, "-n", ns, "set", "image", "deployment/hello", "hello=kedge.test/hello:v2")
 	shared.waitRollout(t, ns, "deployment/hello")
+	eventually(t, 30*time.Second, "old pods gone", func() error {
+		if imgs := shared.jsonpath(ns, "pods", "{.items[*].spec.containers[0].image}"); strings.Contains(imgs, "v1") {
+			return fmt.Errorf("images %s", imgs)
+		}
+		return nil
+	})
 	if v := version(); v != "v2" {
 		t.Fatalf("after update: version %q", v)
 	}

@@ -2,6 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -49,4 +52,62 @@ func TestZZRestartKeepsPodsRunning(t *testing.T) {
 	if n := len(shared.podsOf(ns, "app=hello")); n != 3 {
 		t.Fatalf("running pods after scale: %d", n)
 	}
+}
+
+// Runs after the restart test: stopping kedge leaves pods running (as
+// upstream); kedge-killall.sh then removes every shim, container, mount,
+// bridge and iptables rule the node made.
+func TestZZZKillallCleansUp(t *testing.T) {
+	if err := shared.stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	socket := filepath.Join(shared.dir, "run", "containerd", "containerd.sock")
+	if n := len(shimsOf(socket)); n == 0 {
+		t.Fatalf("no shim survived the stop of kedge: pods should keep running")
+	}
+	out, err := killall(shared)
+	if err != nil {
+		t.Fatalf("kedge-killall.sh: %v\n%s", err, out)
+	}
+	if shims := shimsOf(socket); len(shims) > 0 {
+		t.Errorf("shims left after killall: %v", shims)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], shared.dir) {
+			t.Errorf("mount left after killall: %s", f[1])
+		}
+	}
+	if err := exec.Command("ip", "link", "show", "cni0").Run(); err == nil {
+		t.Errorf("bridge cni0 left after killall")
+	}
+	if rules, _ := exec.Command("iptables-save", "-t", "nat").Output(); strings.Contains(string(rules), `name: \"kedge\"`) {
+		t.Errorf("iptables rules of kedge's network left after killall")
+	}
+}
+
+// shimsOf lists the PIDs of containerd shims serving socket.
+func shimsOf(socket string) []string {
+	var pids []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.ReplaceAll(string(data), "\x00", " ")
+		if strings.Contains(args, "containerd-shim") && strings.Contains(args, "-address "+socket+" ") {
+			pids = append(pids, filepath.Base(filepath.Dir(p)))
+		}
+	}
+	return pids
+}
+
+// killall runs the repository's kedge-killall.sh for node n.
+func killall(n *node) (string, error) {
+	script, _ := filepath.Abs("../../scripts/kedge-killall.sh")
+	cmd := exec.Command("sh", script)
+	cmd.Env = append(cleanEnv(), "KEDGE_DATA_DIR="+n.dataDir(), "KEDGE_RUN_DIR="+filepath.Join(n.dir, "run"))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

@@ -1,0 +1,123 @@
+#!/bin/sh
+# kedge-killall.sh: stop kedge and everything it started on this host: the
+# kedge process, containerd, the containerd shims with their containers,
+# the mounts under kedge's directories, pod network namespaces, the pod
+# bridge and kedge's iptables rules. Data is kept (kedge-uninstall.sh
+# removes it).
+#
+# kedge's processes are found precisely, never by a bare name: by the PID
+# files in the run dir and by the containerd socket path on the shims'
+# command lines.
+#
+# Environment: KEDGE_DATA_DIR (default /var/lib/kedge),
+#              KEDGE_RUN_DIR (default /run/kedge).
+set -eu
+
+info() { echo "kedge-killall: $*" >&2; }
+
+# stop_pidfile FILE: TERM the process named in FILE, KILL it after 10s.
+stop_pidfile() {
+    [ -f "$1" ] || return 0
+    pid=$(cat "$1")
+    case $pid in '' | *[!0-9]*) return 0 ;; esac
+    kill -0 "$pid" 2>/dev/null || return 0
+    info "stopping $(basename "$1" .pid) (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+# descendants PID...: the PIDs given and all their descendants.
+descendants() {
+    for p in "$@"; do
+        echo "$p"
+        for stat in /proc/[0-9]*/stat; do
+            # Field 4 of /proc/PID/stat is the parent PID; the command name
+            # in field 2 may contain spaces, so cut after its ")".
+            ppid=$(sed 's/^.*) //' "$stat" 2>/dev/null | cut -d' ' -f2) || continue
+            if [ "$ppid" = "$p" ]; then
+                child=${stat#/proc/}
+                descendants "${child%/stat}"
+            fi
+        done
+    done
+}
+
+# kedge_shims: PIDs of shims serving kedge's containerd socket.
+kedge_shims() {
+    sock=$KEDGE_RUN_DIR/containerd/containerd.sock
+    for cmdline in /proc/[0-9]*/cmdline; do
+        args=$(tr '\0' ' ' <"$cmdline" 2>/dev/null) || continue
+        case $args in
+        *containerd-shim*"-address $sock "*)
+            p=${cmdline#/proc/}
+            echo "${p%/cmdline}"
+            ;;
+        esac
+    done
+}
+
+kill_shims() {
+    shims=$(kedge_shims)
+    [ -n "$shims" ] || return 0
+    # shellcheck disable=SC2086 # word splitting of the PID list is wanted
+    pids=$(descendants $shims | sort -u)
+    info "killing $(echo "$shims" | wc -w) containerd shims and their containers"
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+}
+
+# unmount_under DIR: unmount everything mounted under DIR, deepest first.
+unmount_under() {
+    [ -d "$1" ] || return 0
+    awk -v dir="$1" '$2 == dir || index($2, dir "/") == 1 { print $2 }' /proc/self/mounts |
+        sort -r | while read -r m; do
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || info "cannot unmount $m"
+    done
+}
+
+remove_network() {
+    if ip link show cni0 >/dev/null 2>&1; then
+        info "deleting bridge cni0"
+        ip link delete cni0 || true
+    fi
+    for ipt in iptables ip6tables; do
+        command -v "$ipt-save" >/dev/null 2>&1 || continue
+        # Chains the CNI plugins made for kedge's network ("name: \"kedge\""
+        # in their rules' comments), and the rules that jump to them.
+        chains=$("$ipt-save" -t nat 2>/dev/null | awk '/name: \\"kedge\\"/ { for (i = 1; i <= NF; i++) if ($i == "-A" || $i == "-j") print $(i + 1) }' | grep '^CNI-' | sort -u) || true
+        for chain in $chains; do
+            "$ipt-save" -t nat | awk -v c="$chain" '$1 == "-A" && $0 ~ ("-j " c "( |$)") { $1 = "-D"; print }' |
+                while read -r rule; do
+                    # iptables-save quotes comments the way the shell does.
+                    eval "\"\$ipt\" -t nat $rule" 2>/dev/null || true
+                done
+            "$ipt" -t nat -F "$chain" 2>/dev/null || true
+            "$ipt" -t nat -X "$chain" 2>/dev/null || true
+        done
+    done
+}
+
+main() {
+    KEDGE_DATA_DIR=${KEDGE_DATA_DIR:-/var/lib/kedge}
+    KEDGE_RUN_DIR=${KEDGE_RUN_DIR:-/run/kedge}
+    if [ "$(id -u)" != 0 ]; then
+        info "must run as root"
+        exit 1
+    fi
+    stop_pidfile "$KEDGE_RUN_DIR/kedge.pid"
+    stop_pidfile "$KEDGE_RUN_DIR/containerd/containerd.pid"
+    kill_shims
+    unmount_under "$KEDGE_RUN_DIR"
+    unmount_under "$KEDGE_DATA_DIR/agent/kubelet"
+    unmount_under "$KEDGE_DATA_DIR/agent/containerd"
+    remove_network
+    rm -rf "${KEDGE_RUN_DIR:?}"/containerd "$KEDGE_RUN_DIR/kedge.pid"
+    info "done"
+}
+
+main "$@"
