@@ -57,13 +57,7 @@ comes with the multi-node work.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVarP(&cfg.ConfigFile, "config", "c", config.DefaultConfigFile, "config file (keys are the long flag names)")
-	fs.StringVarP(&cfg.DataDir, "data-dir", "d", config.DefaultDataDir, "directory holding kedge's state")
 	fs.StringVarP(&cfg.Server, "server", "s", "https://127.0.0.1:6443", "URL of the server to join")
-	fs.StringVar(&cfg.ClusterDNS, "cluster-dns", config.DefaultClusterDNS, "ClusterIP of the cluster DNS service")
-	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", config.DefaultClusterDomain, "cluster DNS domain")
-	fs.IntVarP(&cfg.Verbosity, "v", "v", 0, "log verbosity (0-10)")
-	fs.BoolVar(&cfg.LogJSON, "log-json", false, "write logs as JSON lines")
-	cfg.AddAgentFlags(fs)
+	cfg.AddNodeFlags(fs)
 	return cmd
 }

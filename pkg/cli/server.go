@@ -39,6 +39,5 @@ The admin kubeconfig is written to --write-kubeconfig (` + config.DefaultKubecon
 		},
 	}
 	cfg.AddServerFlags(cmd.Flags())
-	cfg.AddAgentFlags(cmd.Flags())
 	return cmd
 }

@@ -124,16 +124,13 @@ func (a *Agent) ValidateAgent() error {
 // AddServerFlags registers every server flag on fs, bound to c, with its
 // default. Flag names are the config-file keys.
 func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
-	fs.StringVarP(&c.ConfigFile, "config", "c", DefaultConfigFile, "config file (keys are the long flag names); files in <config>.d/*.yaml are read after it")
-	fs.StringVarP(&c.DataDir, "data-dir", "d", DefaultDataDir, "directory holding kedge's state (certificates, database, images)")
+	c.AddNodeFlags(fs)
 	fs.IntVar(&c.HTTPSListenPort, "https-listen-port", DefaultHTTPSListenPort, "port of the Kubernetes API and of kedge's join endpoints")
 	fs.StringVar(&c.BindAddress, "bind-address", "0.0.0.0", "address the API listens on")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "address the API advertises to the cluster (default: the node's primary address)")
 	fs.StringSliceVar(&c.TLSSAN, "tls-san", nil, "extra host names or IPs in the API serving certificate (repeatable)")
 	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", DefaultClusterCIDR, "pod network CIDR")
 	fs.StringVar(&c.ServiceCIDR, "service-cidr", DefaultServiceCIDR, "service ClusterIP CIDR")
-	fs.StringVar(&c.ClusterDNS, "cluster-dns", DefaultClusterDNS, "ClusterIP of the cluster DNS service (inside --service-cidr)")
-	fs.StringVar(&c.ClusterDomain, "cluster-domain", DefaultClusterDomain, "cluster DNS domain")
 	fs.StringVar(&c.DatastoreEndpoint, "datastore-endpoint", "", "kine datastore endpoint (sqlite://, mysql://, postgres://, nats://, ...); default: SQLite in the data dir")
 	fs.StringVarP(&c.Token, "token", "t", "", "shared secret agents use to join (default: generated and stored in <data-dir>/server/token)")
 	fs.StringVarP(&c.WriteKubeconfig, "write-kubeconfig", "o", DefaultKubeconfig, "where to write the admin kubeconfig")
@@ -142,8 +139,18 @@ func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&c.KubeAPIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag as key=value (repeatable; overrides kedge's default)")
 	fs.StringArrayVar(&c.KubeControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag as key=value (repeatable)")
 	fs.StringArrayVar(&c.KubeSchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag as key=value (repeatable)")
+}
+
+// AddNodeFlags registers the flags every role has: config file, data dir,
+// cluster DNS, logging, and the agent's flags.
+func (c *Config) AddNodeFlags(fs *pflag.FlagSet) {
+	fs.StringVarP(&c.ConfigFile, "config", "c", DefaultConfigFile, "config file (keys are the long flag names); files in <config>.d/*.yaml are read after it")
+	fs.StringVarP(&c.DataDir, "data-dir", "d", DefaultDataDir, "directory holding kedge's state (certificates, database, images)")
+	fs.StringVar(&c.ClusterDNS, "cluster-dns", DefaultClusterDNS, "ClusterIP of the cluster DNS service (inside --service-cidr)")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", DefaultClusterDomain, "cluster DNS domain")
 	fs.IntVarP(&c.Verbosity, "v", "v", 0, "log verbosity (0-10), as in Kubernetes components")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "write logs as JSON lines")
+	c.AddAgentFlags(fs)
 }
 
 // Validate checks c and returns every problem found, joined.

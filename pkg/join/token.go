@@ -9,9 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/kedge-dev/kedge/pkg/datadir"
 )
 
 const prefix = "K10"
@@ -105,29 +106,8 @@ func EnsureServerToken(path, caHash, given string) (Token, error) {
 		}
 	}
 	t := Token{CAHash: caHash, Username: "server", Secret: want.Secret}
-	if err := writePrivate(path, []byte(t.String()+"\n")); err != nil {
+	if err := datadir.WriteFileAtomic(path, []byte(t.String()+"\n"), 0o600); err != nil {
 		return Token{}, err
 	}
 	return t, nil
-}
-
-func writePrivate(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".token-*")
-	if err != nil {
-		return fmt.Errorf("write token %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write token %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write token %s: %w", path, err)
-	}
-	tmp.Close()
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write token %s: %w", path, err)
-	}
-	return nil
 }

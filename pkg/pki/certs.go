@@ -24,6 +24,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/kedge-dev/kedge/pkg/datadir"
 )
 
 const (
@@ -195,10 +197,10 @@ func ensureCA(certPath, keyPath, cnPrefix string) (*authority, error) {
 	}
 	// Key first: a crash between the two renames leaves a key without a
 	// cert, which the next start reports instead of guessing.
-	if err := atomicWriteFile(keyPath, keyPEM, keyMode); err != nil {
+	if err := datadir.WriteFileAtomic(keyPath, keyPEM, keyMode); err != nil {
 		return nil, err
 	}
-	if err := atomicWriteFile(certPath, certPEM, certMode); err != nil {
+	if err := datadir.WriteFileAtomic(certPath, certPEM, certMode); err != nil {
 		return nil, err
 	}
 	return ca, nil
@@ -395,13 +397,13 @@ func issueLeaf(ca *authority, certPath, keyPath string, spec leafSpec, validity 
 		if err != nil {
 			return err
 		}
-		if err := atomicWriteFile(keyPath, keyPEM, keyMode); err != nil {
+		if err := datadir.WriteFileAtomic(keyPath, keyPEM, keyMode); err != nil {
 			return err
 		}
 	} else if err := tightenMode(keyPath, keyMode); err != nil {
 		return err
 	}
-	return atomicWriteFile(certPath, encodeCert(der), certMode)
+	return datadir.WriteFileAtomic(certPath, encodeCert(der), certMode)
 }
 
 // sameSet compares string slices ignoring order, since x509 does not

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/kedge-dev/kedge/pkg/datadir"
+
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
@@ -56,5 +58,5 @@ func WriteKubeconfig(path string, mode os.FileMode, k Kubeconfig) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("kubeconfig %s: %w", path, err)
 	}
-	return atomicWriteFile(path, data, mode)
+	return datadir.WriteFileAtomic(path, data, mode)
 }

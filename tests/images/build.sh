@@ -135,7 +135,7 @@ main() {
     pack "$tmp/v2/hello" "$out/hello-v2.tar" --port 8080 --ref kedge.test/hello:v2
     pack "$tmp/worker" "$out/worker.tar" --ref kedge.test/worker:v1
     # Not pre-loaded by the tests: dropped into the images dir while running.
-    pack "$tmp/worker" "$out/late.tar" --ref kedge.test/late:v1
+    pack "$tmp/worker" "$out/late.tar" --ref kedge.test/late:v1 --env KEDGE_TEST_IMAGE=late
 }
 
 main "$@"

@@ -83,7 +83,7 @@ func run(m *testing.M) int {
 		"--node-name", sharedNodeName,
 		"--node-label", "kedge.test/role=shared",
 		"--node-taint", "kedge.test/soft=yes:PreferNoSchedule",
-		"--kubelet-arg", "max-pods=60")
+		"--kubelet-arg", "max-pods=250")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start shared node: %v\n", err)
 		if shared != nil {

@@ -71,10 +71,13 @@ func TestNodeIsReady(t *testing.T) {
 	if !strings.Contains(out, " Ready ") {
 		t.Fatalf("node not Ready:\n%s", out)
 	}
-	info := shared.kubectl(t, "get", "nodes", "-o", "jsonpath={.items[0].status.nodeInfo.containerRuntimeVersion} {.items[0].status.nodeInfo.kubeletVersion} {.items[0].spec.podCIDR}")
-	if !strings.HasPrefix(info, "containerd://2.3") || !strings.Contains(info, "v1.36.3") || !strings.Contains(info, "10.42.") {
-		t.Fatalf("node info: %q", info)
-	}
+	eventually(t, 30*time.Second, "node info shows containerd, the kubelet version and a pod CIDR", func() error {
+		info := shared.kubectl(t, "get", "nodes", "-o", "jsonpath={.items[0].status.nodeInfo.containerRuntimeVersion} {.items[0].status.nodeInfo.kubeletVersion} {.items[0].spec.podCIDR}")
+		if !strings.HasPrefix(info, "containerd://2.3") || !strings.Contains(info, "v1.36.3") || !strings.Contains(info, "10.42.") {
+			return fmt.Errorf("node info: %q", info)
+		}
+		return nil
+	})
 }
 
 func TestDeploymentAndKubectlTools(t *testing.T) {

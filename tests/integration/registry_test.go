@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
@@ -46,7 +47,21 @@ func startMirrorRegistry(dir string) (string, func(), error) {
 	stop := func() { srv.Close() }
 	host := ln.Addr().String()
 
-	img, err := tarball.ImageFromPath(filepath.Join(imagesDir, "worker.tar"), nil)
+	base, err := tarball.ImageFromPath(filepath.Join(imagesDir, "worker.tar"), nil)
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	// An image of its own (another config digest), not the worker under a
+	// second name.
+	cfg, err := base.ConfigFile()
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	cfg = cfg.DeepCopy()
+	cfg.Config.Env = append(cfg.Config.Env, "KEDGE_TEST_IMAGE=mirrored")
+	img, err := mutate.ConfigFile(base, cfg)
 	if err != nil {
 		stop()
 		return "", nil, err
