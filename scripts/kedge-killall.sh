@@ -109,6 +109,7 @@ main() {
         info "must run as root"
         exit 1
     fi
+    stop_pidfile "$KEDGE_RUN_DIR/kedge-agent.pid"
     stop_pidfile "$KEDGE_RUN_DIR/kedge.pid"
     stop_pidfile "$KEDGE_RUN_DIR/containerd/containerd.pid"
     kill_shims
@@ -116,7 +117,7 @@ main() {
     unmount_under "$KEDGE_DATA_DIR/agent/kubelet"
     unmount_under "$KEDGE_DATA_DIR/agent/containerd"
     remove_network
-    rm -rf "${KEDGE_RUN_DIR:?}"/containerd "$KEDGE_RUN_DIR/kedge.pid"
+    rm -rf "${KEDGE_RUN_DIR:?}"/containerd "$KEDGE_RUN_DIR/kedge.pid" "$KEDGE_RUN_DIR/kedge-agent.pid"
     info "done"
 }
 

@@ -41,7 +41,7 @@ comes with the multi-node work.`,
 			if _, err := os.Stat(files.ClientCAKey); err != nil {
 				return fmt.Errorf("no server credentials in %s: an agent currently joins the server sharing its --data-dir (%w)", layout.TLSDir(), err)
 			}
-			removePID, err := datadir.WritePIDFile(cfg.RunDir)
+			removePID, err := datadir.WritePIDFile(cfg.RunDir, "kedge-agent")
 			if err != nil {
 				return err
 			}

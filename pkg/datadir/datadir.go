@@ -50,13 +50,14 @@ func (l Layout) EnsureServer() error {
 	return nil
 }
 
-// WritePIDFile records kedge's PID in <runDir>/kedge.pid, where
-// kedge-killall.sh finds it, and returns a function removing it.
-func WritePIDFile(runDir string) (func(), error) {
+// WritePIDFile records kedge's PID in <runDir>/<role>.pid (kedge.pid for
+// a server, kedge-agent.pid for an agent), where kedge-killall.sh finds it,
+// and returns a function removing it.
+func WritePIDFile(runDir, role string) (func(), error) {
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		return nil, fmt.Errorf("run dir %s (--run-dir): %w", runDir, err)
 	}
-	path := filepath.Join(runDir, "kedge.pid")
+	path := filepath.Join(runDir, role+".pid")
 	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}

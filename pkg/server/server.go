@@ -56,7 +56,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := layout.EnsureServer(); err != nil {
 		return err
 	}
-	removePID, err := datadir.WritePIDFile(cfg.RunDir)
+	removePID, err := datadir.WritePIDFile(cfg.RunDir, "kedge")
 	if err != nil {
 		return err
 	}

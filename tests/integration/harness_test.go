@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"net"
@@ -65,11 +66,16 @@ func run(m *testing.M) int {
 	}
 	// The shared node runs an agent, with the test images in its air-gap
 	// directory from the start.
-	for _, img := range []string{"hello-v1.tar", "hello-v2.tar", "worker.tar"} {
+	for _, img := range []string{"hello-v1.tar", "worker.tar"} {
 		if err := copyFile(filepath.Join(imagesDir, img), filepath.Join(dir, "data", "agent", "images", img)); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+	}
+	// One archive gzip-compressed, as users often ship them.
+	if err := gzipFile(filepath.Join(imagesDir, "hello-v2.tar"), filepath.Join(dir, "data", "agent", "images", "hello-v2.tar.gz")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	// A registry on loopback, reached only through the mirror configured
 	// in registries.yaml (--private-registry).
@@ -153,6 +159,20 @@ func (n *node) waitNodeReady(timeout time.Duration) error {
 	}
 	nodes, _ := n.kubectlErr("describe", "nodes")
 	return fmt.Errorf("node not Ready after %s (%q):\n%s", timeout, out, nodes)
+}
+
+func gzipFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(data)
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, buf.Bytes(), 0o644)
 }
 
 func copyFile(src, dst string) error {

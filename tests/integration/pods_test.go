@@ -132,6 +132,30 @@ func TestDeploymentAndKubectlTools(t *testing.T) {
 	}
 }
 
+func TestHostNetworkPod(t *testing.T) {
+	ns := namespace(t, shared)
+	port, _ := freePort()
+	shared.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: hostnet, namespace: %s}
+spec:
+  hostNetwork: true
+  containers:
+  - name: hello
+    image: kedge.test/hello:v1
+    imagePullPolicy: Never
+    env: [{name: PORT, value: "%d"}, {name: POD_NAME, value: hostnet}]
+`, ns, port))
+	shared.kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod/hostnet", "--timeout=60s")
+	eventually(t, 20*time.Second, "the hostNetwork pod answers on the node", func() error {
+		body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil || !strings.Contains(body, "I am hostnet") {
+			return fmt.Errorf("%v %q", err, body)
+		}
+		return nil
+	})
+}
+
 func httpGet(url string) (string, error) {
 	c := &http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(url)

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+
+	"github.com/klauspost/compress/zstd"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,9 +209,14 @@ func TestMissingImage(t *testing.T) {
 
 func TestImageDroppedIntoImagesDir(t *testing.T) {
 	ns := namespace(t, shared)
-	src := filepath.Join(imagesDir, "late.tar")
-	dst := filepath.Join(shared.dataDir(), "agent", "images", "late.tar")
-	if err := copyFile(src, dst+".part"); err != nil {
+	// zstd-compressed, written under another name and renamed into place.
+	data, err := os.ReadFile(filepath.Join(imagesDir, "late.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := zstd.NewWriter(nil)
+	dst := filepath.Join(shared.dataDir(), "agent", "images", "late.tar.zst")
+	if err := os.WriteFile(dst+".part", enc.EncodeAll(data, nil), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(dst+".part", dst); err != nil {

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -110,4 +111,56 @@ func killall(n *node) (string, error) {
 	cmd.Env = append(cleanEnv(), "KEDGE_DATA_DIR="+n.dataDir(), "KEDGE_RUN_DIR="+filepath.Join(n.dir, "run"))
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// Runs after the shared node is gone, so its kubelet is the only one on the
+// host: "kedge agent" alone, beside "kedge server --disable-agent" sharing
+// its data dir, makes a Ready node that runs pods.
+func TestZZZZStandaloneAgent(t *testing.T) {
+	n := ownNode(t)
+	agentLog := filepath.Join(n.dir, "agent.log")
+	logf, err := os.Create(agentLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(filepath.Join(imagesDir, "worker.tar"), filepath.Join(n.dataDir(), "agent", "images", "worker.tar")); err != nil {
+		t.Fatal(err)
+	}
+	agent := exec.Command(kedgeBin, "agent",
+		"--config", filepath.Join(n.dir, "config.yaml"),
+		"--data-dir", n.dataDir(),
+		"--run-dir", filepath.Join(n.dir, "run"),
+		"--server", fmt.Sprintf("https://127.0.0.1:%d", n.port),
+		"--node-name", "standalone-agent")
+	agent.Env = cleanEnv()
+	agent.Stdout, agent.Stderr = logf, logf
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		agent.Process.Signal(syscall.SIGTERM)
+		agent.Wait()
+		logf.Close()
+		n.stop()
+		if out, err := killall(n); err != nil {
+			t.Errorf("kedge-killall.sh: %v\n%s", err, out)
+		}
+		if t.Failed() {
+			data, _ := os.ReadFile(agentLog)
+			t.Logf("--- agent log ---\n%s", data)
+		}
+	})
+	if err := n.waitNodeReady(3 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	n.kubectl(t, "run", "solo", "--image=kedge.test/worker:v1", "--image-pull-policy=Never", "--restart=Never", "--", "--message", "standalone agent works")
+	eventually(t, 90*time.Second, "a pod on the standalone agent completes", func() error {
+		if p := n.jsonpath("default", "pod/solo", "{.status.phase}"); p != "Succeeded" {
+			return fmt.Errorf("phase %q", p)
+		}
+		return nil
+	})
+	if out := n.kubectl(t, "logs", "solo"); !strings.Contains(out, "standalone agent works") {
+		t.Fatalf("logs %q", out)
+	}
 }
