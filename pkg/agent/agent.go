@@ -22,6 +22,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/agent/hostinfo"
 	"github.com/kedge-dev/kedge/pkg/agent/images"
 	"github.com/kedge-dev/kedge/pkg/agent/kubelet"
+	"github.com/kedge-dev/kedge/pkg/agent/kubeproxy"
 	"github.com/kedge-dev/kedge/pkg/agent/registries"
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
@@ -62,6 +63,9 @@ func (p paths) certsD() string        { return filepath.Join(p.etcContainerd(), 
 func (p paths) cniConf() string       { return filepath.Join(p.root, "etc", "cni", "net.d") }
 func (p paths) tls() string           { return filepath.Join(p.root, "tls") }
 func (p paths) kubeconfig() string    { return filepath.Join(p.root, "kubelet.kubeconfig") }
+func (p paths) proxyKubeconfig() string {
+	return filepath.Join(p.root, "kubeproxy.kubeconfig")
+}
 func (p paths) kubeletConfig() string { return filepath.Join(p.root, "kubelet.yaml") }
 func (p paths) socket() string        { return filepath.Join(p.run, "containerd", "containerd.sock") }
 
@@ -115,6 +119,24 @@ func Components(o Options) ([]component.Component, error) {
 	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: clientCert, KeyFile: clientKey}
 	if err := pki.WriteKubeconfig(p.kubeconfig(), 0o600, kc); err != nil {
 		return nil, err
+	}
+	proxyCert, proxyKey := filepath.Join(p.tls(), "client-kube-proxy.crt"), filepath.Join(p.tls(), "client-kube-proxy.key")
+	if err := pki.IssueClientCert(o.Creds.ClientCACert, o.Creds.ClientCAKey, proxyCert, proxyKey, "system:kube-proxy", nil); err != nil {
+		return nil, fmt.Errorf("kube-proxy client certificate: %w", err)
+	}
+	proxyKC := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: proxyCert, KeyFile: proxyKey}
+	if err := pki.WriteKubeconfig(p.proxyKubeconfig(), 0o600, proxyKC); err != nil {
+		return nil, err
+	}
+	proxyArgs := kubeproxy.DefaultArgs(p.proxyKubeconfig(), name, c.ClusterCIDR)
+	if c.ClusterCIDR == "" {
+		// A lone agent does not know the cluster CIDR: traffic from this
+		// node's pod CIDR is local.
+		delete(proxyArgs, "cluster-cidr")
+		proxyArgs["detect-local-mode"] = "NodeCIDR"
+	}
+	if err := proxyArgs.Override(c.KubeProxyArgs); err != nil {
+		return nil, fmt.Errorf("--kube-proxy-arg: %w", err)
 	}
 
 	if err := registries.Render(c.PrivateRegistry, p.certsD()); err != nil {
@@ -188,10 +210,12 @@ func Components(o Options) ([]component.Component, error) {
 		return nil, err
 	}
 	builtin := map[string][]byte{}
-	if data, ok := payload.Image("pause.tar"); ok {
-		builtin["pause.tar"] = data
+	for _, name := range []string{"pause.tar", "coredns.tar"} {
+		if data, ok := payload.Image(name); ok {
+			builtin[name] = data
+		}
 	}
-	return []component.Component{
+	components := []component.Component{
 		containerd.New(containerd.Options{
 			ConfigFile: ctrdConfig,
 			Socket:     p.socket(),
@@ -203,5 +227,9 @@ func Components(o Options) ([]component.Component, error) {
 		&images.Importer{Socket: p.socket(), Dir: layout.ImagesDir(), Builtin: builtin, Interval: 2 * time.Second, Log: o.Log.With("component", "images")},
 		&kubelet.Kubelet{ConfigFile: p.kubeletConfig(), Args: kargs, HealthzURL: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(hport)) + "/healthz", Log: o.Log.With("component", "kubelet")},
 		&cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Log: o.Log.With("component", "cni")},
-	}, nil
+	}
+	if !c.DisableKubeProxy {
+		components = append(components, &kubeproxy.Proxy{Args: proxyArgs, Log: o.Log.With("component", "kube-proxy")})
+	}
+	return components, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -52,6 +53,7 @@ type Config struct {
 	WriteKubeconfig     string
 	WriteKubeconfigMode string
 	DisableAgent        bool
+	Disable             []string
 
 	KubeAPIServerArgs         []string
 	KubeControllerManagerArgs []string
@@ -67,19 +69,27 @@ type Config struct {
 // the whole of "kedge agent".
 type Agent struct {
 	// Server is the URL of the server to join ("kedge agent" only).
-	Server          string
-	RunDir          string
-	NodeName        string
-	NodeIP          string
-	NodeLabels      []string
-	NodeTaints      []string
-	KubeletArgs     []string
-	PauseImage      string
-	PrivateRegistry string
+	Server           string
+	RunDir           string
+	NodeName         string
+	NodeIP           string
+	NodeLabels       []string
+	NodeTaints       []string
+	KubeletArgs      []string
+	KubeProxyArgs    []string
+	DisableKubeProxy bool
+	PauseImage       string
+	PrivateRegistry  string
 }
+
+// KnownAddons are the add-ons kedge deploys, by the names --disable takes.
+var KnownAddons = []string{"coredns"}
 
 // DefaultPauseImage is the pause image kedge carries inside its binary.
 const DefaultPauseImage = "kedge.local/pause:3.10"
+
+// CoreDNSImage is the CoreDNS image kedge carries inside its binary.
+const CoreDNSImage = "kedge.local/coredns:1.15.0"
 
 // AddAgentFlags registers the agent's flags on fs, bound to a.
 func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
@@ -89,6 +99,8 @@ func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&a.NodeLabels, "node-label", nil, "label to register the node with, key=value (repeatable)")
 	fs.StringArrayVar(&a.NodeTaints, "node-taint", nil, "taint to register the node with, key=value:Effect (repeatable)")
 	fs.StringArrayVar(&a.KubeletArgs, "kubelet-arg", nil, "extra kubelet flag as key=value (repeatable; overrides kedge's default)")
+	fs.StringArrayVar(&a.KubeProxyArgs, "kube-proxy-arg", nil, "extra kube-proxy flag as key=value (repeatable; e.g. proxy-mode=nftables)")
+	fs.BoolVar(&a.DisableKubeProxy, "disable-kube-proxy", false, "do not run kube-proxy (bring your own Service proxy)")
 	fs.StringVar(&a.PauseImage, "pause-image", DefaultPauseImage, "sandbox (pause) image; the default ships inside kedge")
 	fs.StringVar(&a.PrivateRegistry, "private-registry", DefaultRegistriesFile, "registry configuration (mirrors, auth, TLS), as in k3s's registries.yaml")
 }
@@ -118,6 +130,11 @@ func (a *Agent) ValidateAgent() error {
 			errs = append(errs, fmt.Errorf("--kubelet-arg: %w", err))
 		}
 	}
+	for _, arg := range a.KubeProxyArgs {
+		if _, _, err := SplitArg(arg); err != nil {
+			errs = append(errs, fmt.Errorf("--kube-proxy-arg: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -136,6 +153,7 @@ func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.WriteKubeconfig, "write-kubeconfig", "o", DefaultKubeconfig, "where to write the admin kubeconfig")
 	fs.StringVar(&c.WriteKubeconfigMode, "write-kubeconfig-mode", DefaultKubeconfigMode, "file mode of the admin kubeconfig, in octal (e.g. 0644)")
 	fs.BoolVar(&c.DisableAgent, "disable-agent", false, "run the control plane only, without an agent on this node")
+	fs.StringSliceVar(&c.Disable, "disable", nil, "do not deploy these add-ons, and remove them if deployed (repeatable): "+strings.Join(KnownAddons, ", "))
 	fs.StringArrayVar(&c.KubeAPIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag as key=value (repeatable; overrides kedge's default)")
 	fs.StringArrayVar(&c.KubeControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag as key=value (repeatable)")
 	fs.StringArrayVar(&c.KubeSchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag as key=value (repeatable)")
@@ -216,6 +234,11 @@ func (c *Config) Validate() error {
 			if _, _, err := SplitArg(a); err != nil {
 				bad(flag, "%v", err)
 			}
+		}
+	}
+	for _, d := range c.Disable {
+		if !slices.Contains(KnownAddons, d) {
+			bad("disable", "unknown add-on %q (known: %s)", d, strings.Join(KnownAddons, ", "))
 		}
 	}
 	if err := c.ValidateAgent(); err != nil {

@@ -2,7 +2,7 @@ package payload
 
 import "embed"
 
-// assets holds whatever scripts/payload and scripts/pause-image put into
+// assets holds whatever scripts/payload and scripts/builtin-images put into
 // assets/ (and, in a checkout where they have not run, only its README).
 //
 //go:embed all:assets

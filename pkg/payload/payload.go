@@ -1,7 +1,7 @@
 // Package payload carries the executables kedge runs besides itself
 // (runc, containerd-shim-runc-v2, crictl), built by scripts/payload into
 // one compressed archive embedded in the kedge binary, and the image
-// archives it imports into containerd (scripts/pause-image).
+// archives it imports into containerd (scripts/builtin-images).
 //
 // Extract unpacks the executables once per archive to
 // <data-dir>/data/<hash>/bin, and on every later call checks them against

@@ -17,6 +17,10 @@ import (
 
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kedge-dev/kedge/manifests"
+	"github.com/kedge-dev/kedge/pkg/addons"
 	"github.com/kedge-dev/kedge/pkg/agent"
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
@@ -139,11 +143,28 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--kube-scheduler-arg: %w", err)
 	}
+	supervisor, err := clientcmd.BuildConfigFromFlags("", credPath(layout, "supervisor"))
+	if err != nil {
+		return err
+	}
+	disabled := map[string]bool{}
+	for _, d := range cfg.Disable {
+		disabled[d] = true
+	}
 	components := []component.Component{
 		kine,
 		apiserver,
 		&controlplane.ControllerManager{Args: kcmArgs, Log: log.With("component", "kube-controller-manager")},
 		&controlplane.Scheduler{Args: schedArgs, Log: log.With("component", "kube-scheduler")},
+		&addons.Deployer{
+			Config:   supervisor,
+			Embedded: manifests.FS,
+			Values:   addons.Values{ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain, CoreDNSImage: config.CoreDNSImage},
+			Disabled: disabled,
+			UserDir:  layout.ManifestsDir(),
+			Interval: 30 * time.Second,
+			Log:      log.With("component", "addons"),
+		},
 	}
 	if !cfg.DisableAgent {
 		node, err := agent.Components(agent.Options{

@@ -4,7 +4,7 @@
 // Like upstream pause.c it exits 0 on SIGINT/SIGTERM and, because it may
 // be PID 1 of a pod's shared PID namespace, reaps orphaned children on
 // SIGCHLD so they do not linger as zombies. Build it static
-// (scripts/pause-image) so the image needs nothing but this binary.
+// (scripts/builtin-images) so the image needs nothing but this binary.
 package main
 
 import (

@@ -1,0 +1,269 @@
+// Package addons applies the add-on manifests kedge embeds (manifests/,
+// rendered with the cluster's values) and the user's own manifests dropped
+// in <data-dir>/server/manifests, and keeps them applied: a deleted add-on
+// object comes back. It uses server-side apply without force, so a field a
+// user changed (say, the coredns ConfigMap's Corefile) stays as the user
+// left it.
+package addons
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/template"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+)
+
+// Values are what embedded manifests may use.
+type Values struct {
+	ClusterDNS    string
+	ClusterDomain string
+	CoreDNSImage  string
+}
+
+const fieldManager = "kedge"
+
+// Deployer is the add-on component.
+type Deployer struct {
+	Config   *rest.Config
+	Embedded fs.FS
+	Values   Values
+	Disabled map[string]bool
+	UserDir  string
+	Interval time.Duration
+	Log      *slog.Logger
+
+	client  dynamic.Interface
+	mapper  meta.ResettableRESTMapper
+	applied bool
+	kept    map[string]bool // objects whose user changes were kept (logged once)
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func (d *Deployer) Name() string { return "addons" }
+
+func (d *Deployer) Start(context.Context) error {
+	client, err := dynamic.NewForConfig(d.Config)
+	if err != nil {
+		return err
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(d.Config)
+	if err != nil {
+		return err
+	}
+	d.client = client
+	d.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+	d.kept = map[string]bool{}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel, d.done = cancel, make(chan struct{})
+	go d.loop(ctx)
+	return nil
+}
+
+// Ready once the embedded add-ons were applied once.
+func (d *Deployer) Ready(context.Context) error {
+	if !d.applied {
+		return errors.New("add-ons not applied yet")
+	}
+	return nil
+}
+
+func (d *Deployer) Stop() error {
+	if d.cancel != nil {
+		d.cancel()
+		<-d.done
+	}
+	return nil
+}
+
+func (d *Deployer) loop(ctx context.Context) {
+	defer close(d.done)
+	for {
+		if err := d.applyAll(ctx); err != nil {
+			d.Log.Warn("applying manifests", "err", err)
+		} else {
+			d.applied = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d.Interval):
+		}
+	}
+}
+
+// applyAll applies every enabled embedded add-on and every user manifest,
+// and deletes the objects of disabled add-ons.
+func (d *Deployer) applyAll(ctx context.Context) error {
+	var errs []error
+	names, err := fs.Glob(d.Embedded, "*.yaml")
+	if err != nil {
+		return err
+	}
+	for _, file := range names {
+		addon := strings.TrimSuffix(file, ".yaml")
+		data, err := d.render(file)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if d.Disabled[addon] {
+			errs = append(errs, d.deleteAll(ctx, file, data))
+			continue
+		}
+		errs = append(errs, d.applyFile(ctx, file, data))
+	}
+	for _, file := range d.userFiles() {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, d.applyFile(ctx, file, data))
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Deployer) render(file string) ([]byte, error) {
+	text, err := fs.ReadFile(d.Embedded, file)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := template.New(file).Option("missingkey=error").Parse(string(text))
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", file, err)
+	}
+	var buf bytes.Buffer
+	if err := tmpl.Execute(&buf, d.Values); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", file, err)
+	}
+	return buf.Bytes(), nil
+}
+
+func (d *Deployer) userFiles() []string {
+	var files []string
+	for _, pattern := range []string{"*.yaml", "*.yml", "*.json"} {
+		m, _ := filepath.Glob(filepath.Join(d.UserDir, pattern))
+		files = append(files, m...)
+	}
+	sort.Strings(files)
+	return files
+}
+
+// Decode splits a manifest into objects.
+func Decode(data []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, err
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if u.GetKind() == "" || u.GetName() == "" {
+			return nil, fmt.Errorf("an object without kind or metadata.name")
+		}
+		objs = append(objs, u)
+	}
+}
+
+func (d *Deployer) resource(u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	gvk := u.GroupVersionKind()
+	mapping, err := d.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		// A CRD applied a moment ago: look again next time.
+		d.mapper.Reset()
+		return nil, err
+	}
+	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+		ns := u.GetNamespace()
+		if ns == "" {
+			ns = "default"
+		}
+		return d.client.Resource(mapping.Resource).Namespace(ns), nil
+	}
+	return d.client.Resource(mapping.Resource), nil
+}
+
+func (d *Deployer) applyFile(ctx context.Context, file string, data []byte) error {
+	objs, err := Decode(data)
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", file, err)
+	}
+	var errs []error
+	for _, u := range objs {
+		key := file + ":" + u.GetKind() + "/" + u.GetNamespace() + "/" + u.GetName()
+		ri, err := d.resource(u)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("manifest %s: %s %s: %w", file, u.GetKind(), u.GetName(), err))
+			continue
+		}
+		body, err := json.Marshal(u.Object)
+		if err != nil {
+			return err
+		}
+		_, err = ri.Patch(ctx, u.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: fieldManager})
+		switch {
+		case err == nil:
+			delete(d.kept, key)
+		case apierrors.IsConflict(err):
+			// Someone else now owns a field we set: keep their change.
+			if !d.kept[key] {
+				d.Log.Info("keeping a user's change to an add-on object", "manifest", file, "object", key, "detail", err.Error())
+				d.kept[key] = true
+			}
+		default:
+			errs = append(errs, fmt.Errorf("apply %s %s from %s: %w", u.GetKind(), u.GetName(), file, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Deployer) deleteAll(ctx context.Context, file string, data []byte) error {
+	objs, err := Decode(data)
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", file, err)
+	}
+	var errs []error
+	for _, u := range objs {
+		ri, err := d.resource(u)
+		if err != nil {
+			continue
+		}
+		err = ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{})
+		if err == nil {
+			d.Log.Info("removed disabled add-on object", "manifest", file, "kind", u.GetKind(), "name", u.GetName())
+		} else if !apierrors.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
