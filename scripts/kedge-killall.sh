@@ -102,6 +102,26 @@ remove_network() {
     done
 }
 
+# remove_kube_proxy_rules removes kube-proxy's chains (its own KUBE-
+# namespace) and every rule jumping to them, one table at a time, and its
+# nftables tables.
+remove_kube_proxy_rules() {
+    for ipt in iptables ip6tables; do
+        command -v "$ipt-save" >/dev/null 2>&1 || continue
+        for table in nat filter mangle; do
+            dump=$("$ipt-save" -t "$table" 2>/dev/null) || continue
+            echo "$dump" | grep -q 'KUBE-' || continue
+            echo "$dump" | grep -v -e '^:KUBE-' -e '^-A KUBE-' -e '-j KUBE-' | "$ipt-restore" -T "$table" ||
+                info "cannot remove kube-proxy's $ipt $table rules"
+        done
+    done
+    if command -v nft >/dev/null 2>&1; then
+        for family in ip ip6; do
+            nft delete table "$family" kube-proxy 2>/dev/null || true
+        done
+    fi
+}
+
 main() {
     KEDGE_DATA_DIR=${KEDGE_DATA_DIR:-/var/lib/kedge}
     KEDGE_RUN_DIR=${KEDGE_RUN_DIR:-/run/kedge}
@@ -117,6 +137,7 @@ main() {
     unmount_under "$KEDGE_DATA_DIR/agent/kubelet"
     unmount_under "$KEDGE_DATA_DIR/agent/containerd"
     remove_network
+    remove_kube_proxy_rules
     rm -rf "${KEDGE_RUN_DIR:?}"/containerd "$KEDGE_RUN_DIR/kedge.pid" "$KEDGE_RUN_DIR/kedge-agent.pid"
     info "done"
 }

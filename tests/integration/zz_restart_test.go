@@ -85,6 +85,9 @@ func TestZZZKillallCleansUp(t *testing.T) {
 	if rules, _ := exec.Command("iptables-save", "-t", "nat").Output(); strings.Contains(string(rules), `name: \"kedge\"`) {
 		t.Errorf("iptables rules of kedge's network left after killall")
 	}
+	if rules, _ := exec.Command("iptables-save").Output(); strings.Contains(string(rules), "KUBE-") {
+		t.Errorf("kube-proxy's iptables rules left after killall")
+	}
 }
 
 // shimsOf lists the PIDs of containerd shims serving socket.
