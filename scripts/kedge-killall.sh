@@ -102,6 +102,20 @@ remove_network() {
     done
 }
 
+# remove_unused_portmap_chains removes the portmap plugin's shared
+# CNI-HOSTPORT-* chains once no container rule is left in them (any CNI
+# user on the host shares them, so they stay while one is in use).
+remove_unused_portmap_chains() {
+    for ipt in iptables ip6tables; do
+        command -v "$ipt-save" >/dev/null 2>&1 || continue
+        dump=$("$ipt-save" -t nat 2>/dev/null) || continue
+        echo "$dump" | grep -q '^:CNI-HOSTPORT-DNAT' || continue
+        echo "$dump" | grep -q '^-A CNI-HOSTPORT-DNAT ' && continue
+        echo "$dump" | grep -v -e '^:CNI-HOSTPORT-' -e '^-A CNI-HOSTPORT-' -e '-j CNI-HOSTPORT-' |
+            "$ipt-restore" -T nat || info "cannot remove the portmap chains from $ipt"
+    done
+}
+
 # remove_kube_proxy_rules removes kube-proxy's chains (its own KUBE-
 # namespace) and every rule jumping to them, one table at a time, and its
 # nftables tables.
@@ -137,6 +151,7 @@ main() {
     unmount_under "$KEDGE_DATA_DIR/agent/kubelet"
     unmount_under "$KEDGE_DATA_DIR/agent/containerd"
     remove_network
+    remove_unused_portmap_chains
     remove_kube_proxy_rules
     rm -rf "${KEDGE_RUN_DIR:?}"/containerd "$KEDGE_RUN_DIR/kedge.pid" "$KEDGE_RUN_DIR/kedge-agent.pid"
     info "done"

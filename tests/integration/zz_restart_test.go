@@ -22,6 +22,8 @@ func TestZZRestartKeepsPodsRunning(t *testing.T) {
 	if len(ips) != 2 {
 		t.Fatalf("pod IPs %v", ips)
 	}
+	shared.kubectl(t, "-n", ns, "expose", "deployment/hello", "--port=80", "--target-port=8080")
+	clusterIP := shared.jsonpath(ns, "service/hello", "{.spec.clusterIP}")
 
 	if err := shared.stop(); err != nil {
 		t.Fatalf("stop: %v", err)
@@ -47,6 +49,16 @@ func TestZZRestartKeepsPodsRunning(t *testing.T) {
 	if got := shared.jsonpath(ns, "pods", "{.items[*].status.containerStatuses[0].containerID}"); got != ids {
 		t.Fatalf("containers were replaced across the restart: %s -> %s", ids, got)
 	}
+	if got := strings.Fields(shared.jsonpath(ns, "pods", "{.items[*].status.podIP}")); strings.Join(got, " ") != strings.Join(ips, " ") {
+		t.Fatalf("pod IPs changed across the restart: %v -> %v", ips, got)
+	}
+	eventually(t, 30*time.Second, "the Service still answers after the restart", func() error {
+		body, err := httpGet("http://" + clusterIP + "/")
+		if err != nil || !strings.Contains(body, "Hello from Kubernetes!") {
+			return fmt.Errorf("%v %q", err, body)
+		}
+		return nil
+	})
 	// Still managed: scaling works.
 	shared.kubectl(t, "-n", ns, "scale", "deployment/hello", "--replicas=3")
 	shared.waitRollout(t, ns, "deployment/hello")
@@ -85,8 +97,8 @@ func TestZZZKillallCleansUp(t *testing.T) {
 	if rules, _ := exec.Command("iptables-save", "-t", "nat").Output(); strings.Contains(string(rules), `name: \"kedge\"`) {
 		t.Errorf("iptables rules of kedge's network left after killall")
 	}
-	if rules, _ := exec.Command("iptables-save").Output(); strings.Contains(string(rules), "KUBE-") {
-		t.Errorf("kube-proxy's iptables rules left after killall")
+	if rules, _ := exec.Command("iptables-save").Output(); strings.Contains(string(rules), "KUBE-") || strings.Contains(string(rules), "CNI-") {
+		t.Errorf("kube-proxy's or the CNI plugins' iptables rules left after killall:\n%s", rules)
 	}
 }
 
