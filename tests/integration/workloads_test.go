@@ -2,6 +2,12 @@ package integration
 
 import (
 	"fmt"
+	"os/exec"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/klauspost/compress/zstd"
 	"os"
@@ -232,4 +238,50 @@ func TestImageDroppedIntoImagesDir(t *testing.T) {
 	if out := shared.kubectl(t, "-n", ns, "logs", "late"); !strings.Contains(out, "late image works") {
 		t.Fatalf("logs %q", out)
 	}
+}
+
+// An OCI image layout (as "docker buildx --output type=oci" or skopeo
+// write), tarred, dropped into the images dir.
+func TestOCIArchiveImported(t *testing.T) {
+	ns := namespace(t, shared)
+	base, err := tarball.ImageFromPath(filepath.Join(imagesDir, "worker.tar"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := base.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.Config.Env = append(cfg.Config.Env, "KEDGE_TEST_IMAGE=oci")
+	img, err := mutate.ConfigFile(base, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	lp, err := layout.Write(filepath.Join(dir, "oci"), empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "kedge.test/oci:v1"})); err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(dir, "oci.tar")
+	if out, err := exec.Command("tar", "-C", filepath.Join(dir, "oci"), "-cf", archive, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	dst := filepath.Join(shared.dataDir(), "agent", "images", "oci.tar")
+	if err := copyFile(archive, dst+".part"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dst+".part", dst); err != nil {
+		t.Fatal(err)
+	}
+	shared.kubectl(t, "-n", ns, "run", "oci", "--image=kedge.test/oci:v1", "--image-pull-policy=Never", "--restart=Never", "--", "--message", "oci layout works")
+	eventually(t, 90*time.Second, "a pod of the OCI-layout image completes", func() error {
+		if p := shared.jsonpath(ns, "pod/oci", "{.status.phase}"); p != "Succeeded" {
+			return fmt.Errorf("phase %q", p)
+		}
+		return nil
+	})
 }

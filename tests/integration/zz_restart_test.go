@@ -146,7 +146,9 @@ func TestZZZZStandaloneAgent(t *testing.T) {
 		"--data-dir", n.dataDir(),
 		"--run-dir", filepath.Join(n.dir, "run"),
 		"--server", fmt.Sprintf("https://127.0.0.1:%d", n.port),
-		"--node-name", "standalone-agent")
+		"--node-name", "standalone-agent",
+		// The other proxy mode, which the shared node does not use.
+		"--kube-proxy-arg", "proxy-mode=nftables")
 	agent.Env = cleanEnv()
 	agent.Stdout, agent.Stderr = logf, logf
 	if err := agent.Start(); err != nil {
@@ -177,5 +179,23 @@ func TestZZZZStandaloneAgent(t *testing.T) {
 	})
 	if out := n.kubectl(t, "logs", "solo"); !strings.Contains(out, "standalone agent works") {
 		t.Fatalf("logs %q", out)
+	}
+	// A Service through kube-proxy in nftables mode.
+	if err := copyFile(filepath.Join(imagesDir, "hello-v1.tar"), filepath.Join(n.dataDir(), "agent", "images", "hello-v1.tar")); err != nil {
+		t.Fatal(err)
+	}
+	n.apply(t, strings.Replace(fmt.Sprintf(helloDeployment, 1), "metadata: {name: hello}", "metadata: {name: hello, namespace: default}", 1))
+	n.kubectl(t, "rollout", "status", "deployment/hello", "--timeout=120s")
+	n.kubectl(t, "expose", "deployment/hello", "--port=80", "--target-port=8080")
+	ip := n.jsonpath("default", "service/hello", "{.spec.clusterIP}")
+	eventually(t, 30*time.Second, "a Service answers through kube-proxy in nftables mode", func() error {
+		body, err := httpGet("http://" + ip + "/")
+		if err != nil || !strings.Contains(body, "Hello from Kubernetes!") {
+			return fmt.Errorf("%v %q", err, body)
+		}
+		return nil
+	})
+	if out, err := exec.Command("nft", "list", "table", "ip", "kube-proxy").CombinedOutput(); err != nil {
+		t.Fatalf("kube-proxy's nftables table: %v %s", err, out)
 	}
 }
