@@ -102,6 +102,22 @@ remove_network() {
     done
 }
 
+# remove_nft_masquerade removes the nftables masquerade rules the bridge
+# plugin made for kedge's network ("net: kedge" in their comments), and its
+# table once no rule is left in it.
+remove_nft_masquerade() {
+    command -v nft >/dev/null 2>&1 || return 0
+    t=cni_plugins_masquerade
+    nft list table inet "$t" >/dev/null 2>&1 || return 0
+    nft -a list chain inet "$t" masq_checks 2>/dev/null |
+        awk '/net: kedge,/ { print $NF }' | while read -r handle; do
+        nft delete rule inet "$t" masq_checks handle "$handle" 2>/dev/null || true
+    done
+    if ! nft list chain inet "$t" masq_checks 2>/dev/null | grep -q 'saddr'; then
+        nft delete table inet "$t" 2>/dev/null || true
+    fi
+}
+
 # remove_unused_portmap_chains removes the portmap plugin's shared
 # CNI-HOSTPORT-* chains once no container rule is left in them (any CNI
 # user on the host shares them, so they stay while one is in use).
@@ -151,6 +167,7 @@ main() {
     unmount_under "$KEDGE_DATA_DIR/agent/kubelet"
     unmount_under "$KEDGE_DATA_DIR/agent/containerd"
     remove_network
+    remove_nft_masquerade
     remove_unused_portmap_chains
     remove_kube_proxy_rules
     rm -rf "${KEDGE_RUN_DIR:?}"/containerd "$KEDGE_RUN_DIR/kedge.pid" "$KEDGE_RUN_DIR/kedge-agent.pid"

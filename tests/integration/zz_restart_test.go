@@ -100,6 +100,9 @@ func TestZZZKillallCleansUp(t *testing.T) {
 	if rules, _ := exec.Command("iptables-save").Output(); strings.Contains(string(rules), "KUBE-") || strings.Contains(string(rules), "CNI-") {
 		t.Errorf("kube-proxy's or the CNI plugins' iptables rules left after killall:\n%s", rules)
 	}
+	if rules, _ := exec.Command("nft", "list", "ruleset").Output(); strings.Contains(string(rules), "net: kedge") || strings.Contains(string(rules), "kube-proxy") {
+		t.Errorf("nftables rules of kedge's network or kube-proxy left after killall:\n%s", rules)
+	}
 }
 
 // shimsOf lists the PIDs of containerd shims serving socket.
