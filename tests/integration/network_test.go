@@ -19,19 +19,10 @@ metadata: {name: web, namespace: `+ns+`}
 spec:
   selector: {app: hello}
   ports: [{port: 80, targetPort: 8080}]
-`+svcSpec+`---
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: `+ns+`}
-spec:
-  containers:
-  - name: worker
-    image: kedge.test/worker:v1
-    imagePullPolicy: Never
-    args: ["--serve"]
-`)
+`+svcSpec+"---\n"+workerPod(ns, "client", "--serve"))
 	shared.waitRollout(t, ns, "deployment/hello")
 	shared.kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod/client", "--timeout=60s")
+	waitProxied(t, shared.jsonpath(ns, "service/web", "{.spec.clusterIP}"))
 }
 
 // fromClient runs wget in the client pod.
@@ -40,13 +31,12 @@ func fromClient(ns, url string) (string, error) {
 }
 
 // namesAnswering collects the pod names answering url over many requests.
-func namesAnswering(t *testing.T, ns, url string, requests int) []string {
-	t.Helper()
+func namesAnswering(ns, url string, requests int) ([]string, error) {
 	seen := map[string]bool{}
 	for i := 0; i < requests; i++ {
 		out, err := fromClient(ns, url)
 		if err != nil {
-			t.Fatalf("GET %s from a pod: %v %s", url, err, out)
+			return nil, fmt.Errorf("GET %s from a pod: %v %s", url, err, out)
 		}
 		if f := strings.Fields(out); len(f) >= 6 {
 			seen[strings.TrimSuffix(f[5], ",")] = true
@@ -57,7 +47,7 @@ func namesAnswering(t *testing.T, ns, url string, requests int) []string {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return names
+	return names, nil
 }
 
 func TestServicesAndPodNetwork(t *testing.T) {
@@ -75,7 +65,11 @@ func TestServicesAndPodNetwork(t *testing.T) {
 	t.Run("ClusterIP balances across every pod", func(t *testing.T) {
 		ip := shared.jsonpath(ns, "service/web", "{.spec.clusterIP}")
 		eventually(t, 30*time.Second, "all 3 pods answer through the ClusterIP", func() error {
-			if got := namesAnswering(t, ns, "http://"+ip+"/", 30); strings.Join(got, " ") != strings.Join(pods, " ") {
+			got, err := namesAnswering(ns, "http://"+ip+"/", 30)
+			if err != nil {
+				return err
+			}
+			if strings.Join(got, " ") != strings.Join(pods, " ") {
 				return fmt.Errorf("answered by %v, pods %v", got, pods)
 			}
 			return nil
@@ -100,7 +94,10 @@ func TestServicesAndPodNetwork(t *testing.T) {
 					return fmt.Errorf("old pod %s still running", p)
 				}
 			}
-			got := namesAnswering(t, ns, "http://web/", 20)
+			got, err := namesAnswering(ns, "http://web/", 20)
+			if err != nil {
+				return err
+			}
 			if strings.Join(got, " ") != strings.Join(now, " ") {
 				return fmt.Errorf("answered by %v, pods %v", got, now)
 			}
@@ -157,16 +154,7 @@ spec:
         image: kedge.test/hello:v1
         imagePullPolicy: Never
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: `+ns+`}
-spec:
-  containers:
-  - name: worker
-    image: kedge.test/worker:v1
-    imagePullPolicy: Never
-    args: ["--serve"]
-`)
+`+workerPod(ns, "client", "--serve"))
 	shared.waitRollout(t, ns, "statefulset/db")
 	shared.kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod/client", "--timeout=60s")
 	ips := strings.Fields(shared.kubectl(t, "-n", ns, "get", "pods", "-l", "app=db", "-o", "jsonpath={.items[*].status.podIP}"))
@@ -231,9 +219,11 @@ func TestCoreDNSAddon(t *testing.T) {
 		t.Fatalf("kube-dns ClusterIP %q", ip)
 	}
 	t.Run("a deleted add-on comes back", func(t *testing.T) {
-		shared.kubectl(t, "-n", "kube-system", "delete", "service", "kube-dns")
-		eventually(t, 60*time.Second, "kube-dns is re-created", func() error {
-			_, err := shared.kubectlErr("-n", "kube-system", "get", "service", "kube-dns")
+		// Not the kube-dns Service: until it is back, DNS queries would
+		// leave the host by the default route.
+		shared.kubectl(t, "delete", "clusterrolebinding", "system:coredns")
+		eventually(t, 60*time.Second, "the ClusterRoleBinding is re-created", func() error {
+			_, err := shared.kubectlErr("get", "clusterrolebinding", "system:coredns")
 			return err
 		})
 	})

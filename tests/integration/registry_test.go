@@ -6,16 +6,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 const (
@@ -47,21 +43,7 @@ func startMirrorRegistry(dir string) (string, func(), error) {
 	stop := func() { srv.Close() }
 	host := ln.Addr().String()
 
-	base, err := tarball.ImageFromPath(filepath.Join(imagesDir, "worker.tar"), nil)
-	if err != nil {
-		stop()
-		return "", nil, err
-	}
-	// An image of its own (another config digest), not the worker under a
-	// second name.
-	cfg, err := base.ConfigFile()
-	if err != nil {
-		stop()
-		return "", nil, err
-	}
-	cfg = cfg.DeepCopy()
-	cfg.Config.Env = append(cfg.Config.Env, "KEDGE_TEST_IMAGE=mirrored")
-	img, err := mutate.ConfigFile(base, cfg)
+	img, err := workerVariant("mirrored")
 	if err != nil {
 		stop()
 		return "", nil, err
@@ -93,15 +75,5 @@ configs:
 
 func TestPullThroughRegistryMirror(t *testing.T) {
 	ns := namespace(t, shared)
-	shared.kubectl(t, "-n", ns, "run", "pulled", "--image="+mirroredImage, "--restart=Never", "--", "--message", "pulled through the mirror")
-	eventually(t, 90*time.Second, "a pod of an image only the mirror has completes", func() error {
-		if p := shared.jsonpath(ns, "pod/pulled", "{.status.phase}"); p != "Succeeded" {
-			ev, _ := shared.kubectlErr("-n", ns, "get", "events", "--field-selector", "involvedObject.name=pulled")
-			return fmt.Errorf("phase %q\n%s", p, ev)
-		}
-		return nil
-	})
-	if out := shared.kubectl(t, "-n", ns, "logs", "pulled"); !strings.Contains(out, "pulled through the mirror") {
-		t.Fatalf("logs %q", out)
-	}
+	shared.runToCompletion(t, ns, "pulled", mirroredImage, "IfNotPresent", "pulled through the mirror")
 }

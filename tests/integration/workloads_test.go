@@ -6,15 +6,14 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/klauspost/compress/zstd"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestVolumes(t *testing.T) {
@@ -221,40 +220,15 @@ func TestImageDroppedIntoImagesDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc, _ := zstd.NewWriter(nil)
-	dst := filepath.Join(shared.dataDir(), "agent", "images", "late.tar.zst")
-	if err := os.WriteFile(dst+".part", enc.EncodeAll(data, nil), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dst+".part", dst); err != nil {
-		t.Fatal(err)
-	}
-	shared.kubectl(t, "-n", ns, "run", "late", "--image=kedge.test/late:v1", "--image-pull-policy=Never", "--restart=Never", "--", "--message", "late image works")
-	eventually(t, 90*time.Second, "a pod of the dropped-in image completes", func() error {
-		if p := shared.jsonpath(ns, "pod/late", "{.status.phase}"); p != "Succeeded" {
-			return fmt.Errorf("phase %q", p)
-		}
-		return nil
-	})
-	if out := shared.kubectl(t, "-n", ns, "logs", "late"); !strings.Contains(out, "late image works") {
-		t.Fatalf("logs %q", out)
-	}
+	shared.dropImage(t, "late.tar.zst", enc.EncodeAll(data, nil))
+	shared.runToCompletion(t, ns, "late", "kedge.test/late:v1", "Never", "late image works")
 }
 
 // An OCI image layout (as "docker buildx --output type=oci" or skopeo
 // write), tarred, dropped into the images dir.
 func TestOCIArchiveImported(t *testing.T) {
 	ns := namespace(t, shared)
-	base, err := tarball.ImageFromPath(filepath.Join(imagesDir, "worker.tar"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := base.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = cfg.DeepCopy()
-	cfg.Config.Env = append(cfg.Config.Env, "KEDGE_TEST_IMAGE=oci")
-	img, err := mutate.ConfigFile(base, cfg)
+	img, err := workerVariant("oci")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,18 +244,10 @@ func TestOCIArchiveImported(t *testing.T) {
 	if out, err := exec.Command("tar", "-C", filepath.Join(dir, "oci"), "-cf", archive, ".").CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v %s", err, out)
 	}
-	dst := filepath.Join(shared.dataDir(), "agent", "images", "oci.tar")
-	if err := copyFile(archive, dst+".part"); err != nil {
+	data, err := os.ReadFile(archive)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(dst+".part", dst); err != nil {
-		t.Fatal(err)
-	}
-	shared.kubectl(t, "-n", ns, "run", "oci", "--image=kedge.test/oci:v1", "--image-pull-policy=Never", "--restart=Never", "--", "--message", "oci layout works")
-	eventually(t, 90*time.Second, "a pod of the OCI-layout image completes", func() error {
-		if p := shared.jsonpath(ns, "pod/oci", "{.status.phase}"); p != "Succeeded" {
-			return fmt.Errorf("phase %q", p)
-		}
-		return nil
-	})
+	shared.dropImage(t, "oci.tar", data)
+	shared.runToCompletion(t, ns, "oci", "kedge.test/oci:v1", "Never", "oci layout works")
 }

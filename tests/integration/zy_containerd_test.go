@@ -36,13 +36,7 @@ func TestContainerdIsRestarted(t *testing.T) {
 	})
 	// The node keeps running pods.
 	ns := namespace(t, shared)
-	shared.kubectl(t, "-n", ns, "run", "after", "--image=kedge.test/worker:v1", "--image-pull-policy=Never", "--restart=Never", "--", "--message", "containerd is back")
-	eventually(t, 90*time.Second, "a new pod completes", func() error {
-		if p := shared.jsonpath(ns, "pod/after", "{.status.phase}"); p != "Succeeded" {
-			return os.ErrNotExist
-		}
-		return nil
-	})
+	shared.runToCompletion(t, ns, "after", "kedge.test/worker:v1", "Never", "containerd is back")
 	if err := shared.waitNodeReady(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ func TestZZRestartKeepsPodsRunning(t *testing.T) {
 	}
 	shared.kubectl(t, "-n", ns, "expose", "deployment/hello", "--port=80", "--target-port=8080")
 	clusterIP := shared.jsonpath(ns, "service/hello", "{.spec.clusterIP}")
+	waitProxied(t, clusterIP)
 
 	if err := shared.stop(); err != nil {
 		t.Fatalf("stop: %v", err)
@@ -173,16 +174,7 @@ func TestZZZZStandaloneAgent(t *testing.T) {
 	if err := n.waitNodeReady(3 * time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	n.kubectl(t, "run", "solo", "--image=kedge.test/worker:v1", "--image-pull-policy=Never", "--restart=Never", "--", "--message", "standalone agent works")
-	eventually(t, 90*time.Second, "a pod on the standalone agent completes", func() error {
-		if p := n.jsonpath("default", "pod/solo", "{.status.phase}"); p != "Succeeded" {
-			return fmt.Errorf("phase %q", p)
-		}
-		return nil
-	})
-	if out := n.kubectl(t, "logs", "solo"); !strings.Contains(out, "standalone agent works") {
-		t.Fatalf("logs %q", out)
-	}
+	n.runToCompletion(t, "default", "solo", "kedge.test/worker:v1", "Never", "standalone agent works")
 	// A Service through kube-proxy in nftables mode.
 	if err := copyFile(filepath.Join(imagesDir, "hello-v1.tar"), filepath.Join(n.dataDir(), "agent", "images", "hello-v1.tar")); err != nil {
 		t.Fatal(err)
@@ -191,6 +183,7 @@ func TestZZZZStandaloneAgent(t *testing.T) {
 	n.kubectl(t, "rollout", "status", "deployment/hello", "--timeout=120s")
 	n.kubectl(t, "expose", "deployment/hello", "--port=80", "--target-port=8080")
 	ip := n.jsonpath("default", "service/hello", "{.spec.clusterIP}")
+	waitProxied(t, ip)
 	eventually(t, 30*time.Second, "a Service answers through kube-proxy in nftables mode", func() error {
 		body, err := httpGet("http://" + ip + "/")
 		if err != nil || !strings.Contains(body, "Hello from Kubernetes!") {
