@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -56,7 +57,7 @@ type Deployer struct {
 
 	client  dynamic.Interface
 	mapper  meta.ResettableRESTMapper
-	applied bool
+	applied atomic.Bool
 	kept    map[string]bool // objects whose user changes were kept (logged once)
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -84,7 +85,7 @@ func (d *Deployer) Start(context.Context) error {
 
 // Ready once the embedded add-ons were applied once.
 func (d *Deployer) Ready(context.Context) error {
-	if !d.applied {
+	if !d.applied.Load() {
 		return errors.New("add-ons not applied yet")
 	}
 	return nil
@@ -104,7 +105,7 @@ func (d *Deployer) loop(ctx context.Context) {
 		if err := d.applyAll(ctx); err != nil {
 			d.Log.Warn("applying manifests", "err", err)
 		} else {
-			d.applied = true
+			d.applied.Store(true)
 		}
 		select {
 		case <-ctx.Done():
