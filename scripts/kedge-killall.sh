@@ -81,10 +81,12 @@ unmount_under() {
 }
 
 remove_network() {
-    if ip link show cni0 >/dev/null 2>&1; then
-        info "deleting bridge cni0"
-        ip link delete cni0 || true
-    fi
+    for link in cni0 flannel.1; do
+        if ip link show "$link" >/dev/null 2>&1; then
+            info "deleting interface $link"
+            ip link delete "$link" || true
+        fi
+    done
     for ipt in iptables ip6tables; do
         command -v "$ipt-save" >/dev/null 2>&1 || continue
         # Chains the CNI plugins made for kedge's network ("name: \"kedge\""
@@ -133,15 +135,16 @@ remove_unused_portmap_chains() {
 }
 
 # remove_kube_proxy_rules removes kube-proxy's chains (its own KUBE-
-# namespace) and every rule jumping to them, one table at a time, and its
-# nftables tables.
+# namespace) and flannel's (FLANNEL-) and every rule jumping to them, one
+# table at a time, and kube-proxy's nftables tables.
 remove_kube_proxy_rules() {
     for ipt in iptables ip6tables; do
         command -v "$ipt-save" >/dev/null 2>&1 || continue
         for table in nat filter mangle; do
             dump=$("$ipt-save" -t "$table" 2>/dev/null) || continue
-            echo "$dump" | grep -q 'KUBE-' || continue
-            echo "$dump" | grep -v -e '^:KUBE-' -e '^-A KUBE-' -e '-j KUBE-' | "$ipt-restore" -T "$table" ||
+            echo "$dump" | grep -q -e 'KUBE-' -e 'FLANNEL-' || continue
+            echo "$dump" | grep -v -e '^:KUBE-' -e '^-A KUBE-' -e '-j KUBE-' \
+                -e '^:FLANNEL-' -e '^-A FLANNEL-' -e '-j FLANNEL-' | "$ipt-restore" -T "$table" ||
                 info "cannot remove kube-proxy's $ipt $table rules"
         done
     done

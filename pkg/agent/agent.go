@@ -19,6 +19,7 @@ import (
 
 	"github.com/kedge-dev/kedge/pkg/agent/cni"
 	"github.com/kedge-dev/kedge/pkg/agent/containerd"
+	"github.com/kedge-dev/kedge/pkg/agent/flannel"
 	"github.com/kedge-dev/kedge/pkg/agent/hostinfo"
 	"github.com/kedge-dev/kedge/pkg/agent/images"
 	"github.com/kedge-dev/kedge/pkg/agent/kubelet"
@@ -102,7 +103,7 @@ func Components(o Options) ([]component.Component, error) {
 	name, ip := NodeName(c), NodeIP(c)
 	o.Log.Info("agent", "node", name, "nodeIP", ip, "cgroupV2", facts.CgroupV2, "cgroupDriver", facts.CgroupDriver(), "restrictOOMScoreAdj", !facts.CanLowerOOMScoreAdj, "bin", binDir)
 
-	for _, d := range []string{p.root, p.tls(), layout.ImagesDir(), filepath.Join(c.RunDir, "containerd")} {
+	for _, d := range []string{p.root, p.tls(), layout.ImagesDir(), filepath.Join(c.RunDir, "containerd"), filepath.Join(p.root, "pod-manifests")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
@@ -126,6 +127,14 @@ func Components(o Options) ([]component.Component, error) {
 	}
 	proxyKC := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: proxyCert, KeyFile: proxyKey}
 	if err := pki.WriteKubeconfig(p.proxyKubeconfig(), 0o600, proxyKC); err != nil {
+		return nil, err
+	}
+	flannelCert, flannelKey := filepath.Join(p.tls(), "client-flannel.crt"), filepath.Join(p.tls(), "client-flannel.key")
+	if err := pki.IssueClientCert(o.Creds.ClientCACert, o.Creds.ClientCAKey, flannelCert, flannelKey, "system:kedge-flannel", nil); err != nil {
+		return nil, fmt.Errorf("flannel client certificate: %w", err)
+	}
+	flannelKC := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: flannelCert, KeyFile: flannelKey}
+	if err := pki.WriteKubeconfig(filepath.Join(p.root, "flannel.kubeconfig"), 0o600, flannelKC); err != nil {
 		return nil, err
 	}
 	proxyArgs := kubeproxy.DefaultArgs(p.proxyKubeconfig(), name, c.ClusterCIDR)
@@ -226,8 +235,22 @@ func Components(o Options) ([]component.Component, error) {
 		}),
 		&images.Importer{Socket: p.socket(), Dir: layout.ImagesDir(), Builtin: builtin, Interval: 2 * time.Second, Log: o.Log.With("component", "images")},
 		&kubelet.Kubelet{ConfigFile: p.kubeletConfig(), Args: kargs, HealthzURL: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(hport)) + "/healthz", Log: o.Log.With("component", "kubelet")},
-		&cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Log: o.Log.With("component", "cni")},
 	}
+	writer := &cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Log: o.Log.With("component", "cni")}
+	if c.FlannelBackend != "none" {
+		fl := &flannel.Flannel{
+			Kubeconfig:  filepath.Join(p.root, "flannel.kubeconfig"),
+			NodeName:    name,
+			ClusterCIDR: c.ClusterCIDR,
+			Backend:     c.FlannelBackend,
+			Iface:       c.FlannelIface,
+			Dir:         filepath.Join(c.RunDir, "flannel"),
+			Log:         o.Log.With("component", "flannel"),
+		}
+		writer.SubnetFile = fl.SubnetFile()
+		components = append(components, fl)
+	}
+	components = append(components, writer)
 	if !c.DisableKubeProxy {
 		components = append(components, &kubeproxy.Proxy{Args: proxyArgs, Log: o.Log.With("component", "kube-proxy")})
 	}

@@ -77,6 +77,8 @@ type Agent struct {
 	NodeTaints       []string
 	KubeletArgs      []string
 	KubeProxyArgs    []string
+	FlannelBackend   string
+	FlannelIface     string
 	DisableKubeProxy bool
 	PauseImage       string
 	PrivateRegistry  string
@@ -99,6 +101,8 @@ func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&a.NodeLabels, "node-label", nil, "label to register the node with, key=value (repeatable)")
 	fs.StringArrayVar(&a.NodeTaints, "node-taint", nil, "taint to register the node with, key=value:Effect (repeatable)")
 	fs.StringArrayVar(&a.KubeletArgs, "kubelet-arg", nil, "extra kubelet flag as key=value (repeatable; overrides kedge's default)")
+	fs.StringVar(&a.FlannelBackend, "flannel-backend", "vxlan", "pod network between nodes: vxlan, host-gw, or none (bring your own CNI)")
+	fs.StringVar(&a.FlannelIface, "flannel-iface", "", "interface flannel uses between nodes (default: the default route's)")
 	fs.StringArrayVar(&a.KubeProxyArgs, "kube-proxy-arg", nil, "extra kube-proxy flag as key=value (repeatable; e.g. proxy-mode=nftables)")
 	fs.BoolVar(&a.DisableKubeProxy, "disable-kube-proxy", false, "do not run kube-proxy (bring your own Service proxy)")
 	fs.StringVar(&a.PauseImage, "pause-image", DefaultPauseImage, "sandbox (pause) image; the default ships inside kedge")
@@ -130,6 +134,9 @@ func (a *Agent) ValidateAgent() error {
 			errs = append(errs, fmt.Errorf("--kubelet-arg: %w", err))
 		}
 	}
+	if !slices.Contains([]string{"vxlan", "host-gw", "none"}, a.FlannelBackend) {
+		errs = append(errs, fmt.Errorf("--flannel-backend: %q is not vxlan, host-gw or none", a.FlannelBackend))
+	}
 	for _, arg := range a.KubeProxyArgs {
 		if _, _, err := SplitArg(arg); err != nil {
 			errs = append(errs, fmt.Errorf("--kube-proxy-arg: %w", err))
@@ -146,7 +153,6 @@ func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.BindAddress, "bind-address", "0.0.0.0", "address the API listens on")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "address the API advertises to the cluster (default: the node's primary address)")
 	fs.StringSliceVar(&c.TLSSAN, "tls-san", nil, "extra host names or IPs in the API serving certificate (repeatable)")
-	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", DefaultClusterCIDR, "pod network CIDR")
 	fs.StringVar(&c.ServiceCIDR, "service-cidr", DefaultServiceCIDR, "service ClusterIP CIDR")
 	fs.StringVar(&c.DatastoreEndpoint, "datastore-endpoint", "", "kine datastore endpoint (sqlite://, mysql://, postgres://, nats://, ...); default: SQLite in the data dir")
 	fs.StringVarP(&c.Token, "token", "t", "", "shared secret agents use to join (default: generated and stored in <data-dir>/server/token)")
@@ -164,6 +170,7 @@ func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
 func (c *Config) AddNodeFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.ConfigFile, "config", "c", DefaultConfigFile, "config file (keys are the long flag names); files in <config>.d/*.yaml are read after it")
 	fs.StringVarP(&c.DataDir, "data-dir", "d", DefaultDataDir, "directory holding kedge's state (certificates, database, images)")
+	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", DefaultClusterCIDR, "pod network CIDR")
 	fs.StringVar(&c.ClusterDNS, "cluster-dns", DefaultClusterDNS, "ClusterIP of the cluster DNS service (inside --service-cidr)")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", DefaultClusterDomain, "cluster DNS domain")
 	fs.IntVarP(&c.Verbosity, "v", "v", 0, "log verbosity (0-10), as in Kubernetes components")

@@ -2,6 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -266,4 +269,27 @@ func TestDisableCoreDNS(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestFlannel(t *testing.T) {
+	node := "node/" + sharedNodeName
+	if bt := shared.jsonpath("", node, `{.metadata.annotations.flannel\.alpha\.coreos\.com/backend-type}`); bt != "vxlan" {
+		t.Fatalf("flannel backend-type annotation %q", bt)
+	}
+	if ip := shared.jsonpath("", node, `{.metadata.annotations.flannel\.alpha\.coreos\.com/public-ip}`); ip == "" {
+		t.Fatalf("no flannel public-ip annotation")
+	}
+	out, err := exec.Command("ip", "-d", "link", "show", "flannel.1").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "vxlan id 1") || !strings.Contains(string(out), "dstport 8472") {
+		t.Fatalf("flannel.1 VXLAN device: %v\n%s", err, out)
+	}
+	env, err := os.ReadFile(filepath.Join(shared.dir, "run", "flannel", "subnet.env"))
+	podCIDR := shared.jsonpath("", node, "{.spec.podCIDR}")
+	if err != nil || !strings.Contains(string(env), "FLANNEL_NETWORK=10.42.0.0/16") || !strings.Contains(string(env), "FLANNEL_SUBNET="+strings.TrimSuffix(podCIDR, "0/24")) {
+		t.Fatalf("subnet.env (pod CIDR %s): %v\n%s", podCIDR, err, env)
+	}
+	conf, _ := os.ReadFile(filepath.Join(shared.dataDir(), "agent", "etc", "cni", "net.d", "10-kedge.conflist"))
+	if !strings.Contains(string(conf), `"ipMasq": false`) || !strings.Contains(string(conf), `"mtu": 1`) {
+		t.Fatalf("the conflist does not follow flannel's lease (MTU, masquerade by flannel):\n%s", conf)
+	}
 }

@@ -92,13 +92,15 @@ func TestZZZKillallCleansUp(t *testing.T) {
 			t.Errorf("mount left after killall: %s", f[1])
 		}
 	}
-	if err := exec.Command("ip", "link", "show", "cni0").Run(); err == nil {
-		t.Errorf("bridge cni0 left after killall")
+	for _, link := range []string{"cni0", "flannel.1"} {
+		if err := exec.Command("ip", "link", "show", link).Run(); err == nil {
+			t.Errorf("interface %s left after killall", link)
+		}
 	}
 	if rules, _ := exec.Command("iptables-save", "-t", "nat").Output(); strings.Contains(string(rules), `name: \"kedge\"`) {
 		t.Errorf("iptables rules of kedge's network left after killall")
 	}
-	if rules, _ := exec.Command("iptables-save").Output(); strings.Contains(string(rules), "KUBE-") || strings.Contains(string(rules), "CNI-") {
+	if rules, _ := exec.Command("iptables-save").Output(); strings.Contains(string(rules), "KUBE-") || strings.Contains(string(rules), "CNI-") || strings.Contains(string(rules), "FLANNEL-") {
 		t.Errorf("kube-proxy's or the CNI plugins' iptables rules left after killall:\n%s", rules)
 	}
 	if rules, _ := exec.Command("nft", "list", "ruleset").Output(); strings.Contains(string(rules), "net: kedge") || strings.Contains(string(rules), "kube-proxy") {

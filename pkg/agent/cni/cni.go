@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -29,7 +31,10 @@ type Writer struct {
 	IPAMDir string
 	// Bridge is the name of the node's pod bridge.
 	Bridge string
-	Log    *slog.Logger
+	// SubnetFile, if set, is flannel's subnet.env: the config waits for it
+	// and takes its MTU; flannel then masquerades, not the bridge.
+	SubnetFile string
+	Log        *slog.Logger
 
 	written string
 }
@@ -54,7 +59,16 @@ func (w *Writer) Ready(ctx context.Context) error {
 	if len(cidrs) == 0 {
 		return fmt.Errorf("node %s has no pod CIDR yet (assigned by the controller manager's node IPAM)", w.NodeName)
 	}
-	data, err := Render(w.Bridge, cidrs, w.IPAMDir)
+	ipMasq, mtu := true, 0
+	if w.SubnetFile != "" {
+		env, err := readSubnetEnv(w.SubnetFile)
+		if err != nil {
+			return fmt.Errorf("flannel's %s: %w", w.SubnetFile, err)
+		}
+		ipMasq = false
+		mtu, _ = strconv.Atoi(env["FLANNEL_MTU"])
+	}
+	data, err := Render(w.Bridge, cidrs, w.IPAMDir, ipMasq, mtu)
 	if err != nil {
 		return err
 	}
@@ -73,8 +87,25 @@ func (w *Writer) Ready(ctx context.Context) error {
 
 func (w *Writer) Stop() error { return nil }
 
-// Render returns the conflist for the given pod CIDRs.
-func Render(bridge string, podCIDRs []string, ipamDir string) ([]byte, error) {
+// readSubnetEnv reads flannel's KEY=value subnet file.
+func readSubnetEnv(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			env[k] = v
+		}
+	}
+	return env, nil
+}
+
+// Render returns the conflist for the given pod CIDRs. ipMasq makes the
+// bridge masquerade traffic leaving the node's pod subnet (without flannel);
+// mtu 0 keeps the interface default.
+func Render(bridge string, podCIDRs []string, ipamDir string, ipMasq bool, mtu int) ([]byte, error) {
 	var ranges [][]map[string]string
 	routes := []map[string]string{}
 	for _, c := range podCIDRs {
@@ -85,23 +116,27 @@ func Render(bridge string, podCIDRs []string, ipamDir string) ([]byte, error) {
 		}
 		routes = append(routes, map[string]string{"dst": dst})
 	}
+	br := map[string]any{
+		"type":        "bridge",
+		"bridge":      bridge,
+		"isGateway":   true,
+		"ipMasq":      ipMasq,
+		"hairpinMode": true,
+		"ipam": map[string]any{
+			"type":    "host-local",
+			"ranges":  ranges,
+			"routes":  routes,
+			"dataDir": ipamDir,
+		},
+	}
+	if mtu > 0 {
+		br["mtu"] = mtu
+	}
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       "kedge",
 		"plugins": []any{
-			map[string]any{
-				"type":        "bridge",
-				"bridge":      bridge,
-				"isGateway":   true,
-				"ipMasq":      true,
-				"hairpinMode": true,
-				"ipam": map[string]any{
-					"type":    "host-local",
-					"ranges":  ranges,
-					"routes":  routes,
-					"dataDir": ipamDir,
-				},
-			},
+			br,
 			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true},
 			map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}},
 		},

@@ -1,0 +1,175 @@
+// Package flannel runs flannel in-process with its Kubernetes subnet
+// manager (the node's pod CIDR from the controller manager, flannel's
+// annotations on the Node) and the VXLAN or host-gw backend, so pods on
+// different nodes reach each other. It writes subnet.env; the CNI config is
+// kedge's own (pkg/agent/cni), rendered from that lease.
+package flannel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/flannel-io/flannel/pkg/backend"
+	"github.com/flannel-io/flannel/pkg/ip"
+	"github.com/flannel-io/flannel/pkg/ipmatch"
+	"github.com/flannel-io/flannel/pkg/subnet/kube"
+	"github.com/flannel-io/flannel/pkg/trafficmngr/iptables"
+
+	"github.com/kedge-dev/kedge/pkg/component"
+
+	// Backends register themselves at init.
+	_ "github.com/flannel-io/flannel/pkg/backend/hostgw"
+	_ "github.com/flannel-io/flannel/pkg/backend/vxlan"
+)
+
+// Backends kedge offers through --flannel-backend.
+var Backends = []string{"vxlan", "host-gw", "none"}
+
+// Flannel is the flannel component.
+type Flannel struct {
+	Kubeconfig  string
+	NodeName    string
+	ClusterCIDR string
+	Backend     string
+	// Iface is the interface flannel sends on; empty: the default route's.
+	Iface string
+	// Dir holds net-conf.json and subnet.env.
+	Dir string
+	Log *slog.Logger
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	ready  chan struct{}
+	mu     sync.Mutex
+	err    error // fatal once ready is closed, else why it is not ready yet
+}
+
+func (f *Flannel) setWaiting(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+// SubnetFile is where flannel writes its lease (subnet.env).
+func (f *Flannel) SubnetFile() string { return filepath.Join(f.Dir, "subnet.env") }
+
+func (f *Flannel) Name() string { return "flannel" }
+
+func (f *Flannel) Start(ctx context.Context) error {
+	if err := os.MkdirAll(f.Dir, 0o755); err != nil {
+		return err
+	}
+	netConf := filepath.Join(f.Dir, "net-conf.json")
+	conf, _ := json.Marshal(map[string]any{
+		"Network":    f.ClusterCIDR,
+		"EnableIPv4": true,
+		"Backend":    map[string]string{"Type": f.Backend},
+	})
+	if err := os.WriteFile(netConf, conf, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", netConf, err)
+	}
+	// flannel's Kubernetes subnet manager learns its node from NODE_NAME.
+	os.Setenv("NODE_NAME", f.NodeName)
+	runCtx, cancel := context.WithCancel(context.Background())
+	f.cancel, f.ready = cancel, make(chan struct{})
+	go func() {
+		if err := f.run(runCtx); err != nil && runCtx.Err() == nil {
+			f.setWaiting(err)
+			close(f.ready)
+			component.Fail(ctx, err)
+		}
+	}()
+	return nil
+}
+
+func (f *Flannel) run(ctx context.Context) error {
+	sm, err := kube.NewSubnetManager(ctx, "", f.Kubeconfig, "flannel.alpha.coreos.com", filepath.Join(f.Dir, "net-conf.json"), false)
+	if err != nil {
+		return fmt.Errorf("flannel subnet manager: %w", err)
+	}
+	config, err := sm.GetNetworkConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("flannel network config: %w", err)
+	}
+	extIface, err := ipmatch.LookupExtIface(f.Iface, "", "", 0, ipmatch.PublicIPOpts{})
+	if err != nil {
+		return fmt.Errorf("flannel interface (--flannel-iface %q): %w", f.Iface, err)
+	}
+	be, err := backend.NewManager(ctx, sm, extIface).GetBackend(config.BackendType)
+	if err != nil {
+		return fmt.Errorf("flannel backend %q: %w", config.BackendType, err)
+	}
+	// The lease is the node's pod CIDR, which the controller manager
+	// assigns shortly after the node registers: retry until it is there.
+	var bn backend.Network
+	for {
+		bn, err = be.RegisterNetwork(ctx, &f.wg, config)
+		if err == nil {
+			break
+		}
+		f.setWaiting(fmt.Errorf("flannel network: %w", err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	tm := &iptables.IPTablesManager{}
+	if err := tm.Init(ctx); err != nil {
+		return fmt.Errorf("flannel iptables: %w", err)
+	}
+	// Masquerade traffic leaving the cluster network, but not between pods.
+	if err := tm.SetupAndEnsureMasqRules(ctx, config.Network, ip.IP4Net{}, ip.IP4Net{}, config.IPv6Network, ip.IP6Net{}, ip.IP6Net{}, bn.Lease(), 60, false); err != nil {
+		return fmt.Errorf("flannel masquerade rules: %w", err)
+	}
+	tm.SetupAndEnsureForwardRules(ctx, config.Network, config.IPv6Network, 60)
+	if err := sm.HandleSubnetFile(f.SubnetFile(), config, true, bn.Lease().Subnet, bn.Lease().IPv6Subnet, bn.MTU()); err != nil {
+		return fmt.Errorf("flannel subnet file: %w", err)
+	}
+	f.setWaiting(nil)
+	f.Log.Info("flannel running", "backend", config.BackendType, "subnet", bn.Lease().Subnet.String(), "iface", extIface.Iface.Name, "mtu", bn.MTU())
+	close(f.ready)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		bn.Run(ctx)
+	}()
+	return nil
+}
+
+// Ready once the lease is written to subnet.env.
+func (f *Flannel) Ready(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.ready:
+		return f.err
+	default:
+		if f.err != nil {
+			return f.err
+		}
+		return errors.New("flannel has no lease yet")
+	}
+}
+
+// Stop leaves the VXLAN device and routes in place for running pods.
+func (f *Flannel) Stop() error {
+	if f.cancel == nil {
+		return nil
+	}
+	f.cancel()
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	return nil
+}
