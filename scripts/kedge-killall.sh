@@ -31,20 +31,24 @@ stop_pidfile() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
-# descendants PID...: the PIDs given and all their descendants.
+# descendants PID...: the PIDs given and all their descendants, from one
+# scan of /proc (no recursion: POSIX sh has no local variables).
 descendants() {
-    for p in "$@"; do
-        echo "$p"
-        for stat in /proc/[0-9]*/stat; do
-            # Field 4 of /proc/PID/stat is the parent PID; the command name
-            # in field 2 may contain spaces, so cut after its ")".
-            ppid=$(sed 's/^.*) //' "$stat" 2>/dev/null | cut -d' ' -f2) || continue
-            if [ "$ppid" = "$p" ]; then
-                child=${stat#/proc/}
-                descendants "${child%/stat}"
-            fi
-        done
-    done
+    for stat in /proc/[0-9]*/stat; do
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        sed -n 's/^\([0-9]*\) .*) [A-Za-z] \([0-9]*\) .*/\1 \2/p' "$stat" 2>/dev/null
+    done | awk -v roots="$*" '
+        { parent[$1] = $2 }
+        END {
+            n = split(roots, r, " ")
+            for (i = 1; i <= n; i++) keep[r[i]] = 1
+            for (changed = 1; changed; ) {
+                changed = 0
+                for (p in parent)
+                    if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; changed = 1 }
+            }
+            for (p in keep) print p
+        }'
 }
 
 # kedge_shims: PIDs of shims serving kedge's containerd socket.

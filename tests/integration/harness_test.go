@@ -119,6 +119,8 @@ func run(m *testing.M) int {
 
 // node is one kedge server started by a test.
 type node struct {
+	// netns, if set, is the network namespace kedge and kubectl run in.
+	netns      string
 	dir        string // test root: data/, kubeconfig, config.yaml, kedge.log
 	port       int
 	kubeconfig string
@@ -231,7 +233,7 @@ func (n *node) start() error {
 		return err
 	}
 	fmt.Fprintf(log, "=== start %s %s\n", kedgeBin, strings.Join(n.args, " "))
-	n.cmd = exec.Command(kedgeBin, n.args...)
+	n.cmd = inNetns(n.netns, kedgeBin, n.args...)
 	n.cmd.Stdout, n.cmd.Stderr = log, log
 	n.cmd.Env = cleanEnv()
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -322,7 +324,17 @@ func (n *node) kubectlErr(args ...string) (string, error) {
 }
 
 func (n *node) kubectlIn(stdin string, args ...string) (string, error) {
-	return kubectlRun(n.kubeconfig, stdin, args...)
+	return kubectlRunIn(n.netns, n.kubeconfig, stdin, args...)
+}
+
+// inNetns is exec.Command, entered into a network namespace if netns is
+// set (nsenter, not "ip netns exec": that would remount /sys and hide the
+// host's cgroups from the kubelet).
+func inNetns(netns, name string, args ...string) *exec.Cmd {
+	if netns == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("nsenter", append([]string{"--net=/run/netns/" + netns, name}, args...)...)
 }
 
 // runKubectlWith runs kubectl with another kubeconfig.
@@ -331,9 +343,19 @@ func runKubectlWith(kubeconfig string, args ...string) (string, error) {
 }
 
 func kubectlRun(kubeconfig, stdin string, args ...string) (string, error) {
+	return kubectlRunIn("", kubeconfig, stdin, args...)
+}
+
+func kubectlRunIn(netns, kubeconfig, stdin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd := inNetns(netns, kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	go func() {
+		<-ctx.Done()
+		if cmd.Process != nil {
+			cmd.Process.Kill()
+		}
+	}()
 	cmd.Env = cleanEnv()
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)

@@ -86,6 +86,12 @@ func TestZZZKillallCleansUp(t *testing.T) {
 	if shims := shimsOf(socket); len(shims) > 0 {
 		t.Errorf("shims left after killall: %v", shims)
 	}
+	eventually(t, 10*time.Second, "no container process is left", func() error {
+		if procs := testContainers(); len(procs) > 0 {
+			return fmt.Errorf("container processes left after killall: %v", procs)
+		}
+		return nil
+	})
 	mounts, _ := os.ReadFile("/proc/self/mounts")
 	for _, line := range strings.Split(string(mounts), "\n") {
 		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], shared.dir) {
@@ -108,6 +114,24 @@ func TestZZZKillallCleansUp(t *testing.T) {
 	}
 }
 
+// testContainers lists processes of the test images and CoreDNS.
+func testContainers() []string {
+	var found []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(data), "\x00")
+		switch args[0] {
+		case "/hello", "/worker", "/coredns":
+			found = append(found, filepath.Base(filepath.Dir(p))+" "+args[0])
+		}
+	}
+	return found
+}
+
 // shimsOf lists the PIDs of containerd shims serving socket.
 func shimsOf(socket string) []string {
 	var pids []string
@@ -128,7 +152,7 @@ func shimsOf(socket string) []string {
 // killall runs the repository's kedge-killall.sh for node n.
 func killall(n *node) (string, error) {
 	script, _ := filepath.Abs("../../scripts/kedge-killall.sh")
-	cmd := exec.Command("sh", script)
+	cmd := inNetns(n.netns, "sh", script)
 	cmd.Env = append(cleanEnv(), "KEDGE_DATA_DIR="+n.dataDir(), "KEDGE_RUN_DIR="+filepath.Join(n.dir, "run"))
 	out, err := cmd.CombinedOutput()
 	return string(out), err

@@ -1,0 +1,216 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// mustRun runs a command and fails the test on error.
+func mustRun(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// cgroupRoot creates a cgroup under every v1 hierarchy (or v2) for one
+// test node's kubelet, so two kubelets on one host never manage each
+// other's pods, and returns a function removing it.
+func cgroupRoot(t *testing.T, name string) func() {
+	t.Helper()
+	var dirs []string
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		hierarchies = []string{"/sys/fs/cgroup"}
+	}
+	for _, h := range hierarchies {
+		if st, err := os.Stat(h); err != nil || !st.IsDir() {
+			continue
+		}
+		d := filepath.Join(h, name)
+		if err := os.Mkdir(d, 0o755); err == nil {
+			dirs = append(dirs, d)
+		}
+	}
+	return func() {
+		// Killed processes take a moment to leave their cgroups.
+		deadline := time.Now().Add(10 * time.Second)
+		for _, d := range dirs {
+			for {
+				// Depth first: a cgroup is removed once its children are.
+				var all []string
+				filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
+					if err == nil && e.IsDir() {
+						all = append(all, p)
+					}
+					return nil
+				})
+				for i := len(all) - 1; i >= 0; i-- {
+					syscall.Rmdir(all[i])
+				}
+				if _, err := os.Stat(d); os.IsNotExist(err) || time.Now().After(deadline) {
+					if err == nil {
+						t.Errorf("cgroup %s could not be removed", d)
+					}
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// Two nodes, each in a network namespace of its own joined by a veth pair:
+// a server on 10.250.0.1 and an agent on 10.250.0.2. Pods on the two nodes
+// reach each other through flannel's VXLAN, and a Service and DNS work
+// across nodes.
+func TestZZZZZTwoNodes(t *testing.T) {
+	const nsA, nsB = "kedge-test-a", "kedge-test-b"
+	mustRun(t, "ip", "netns", "add", nsA)
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", nsA).Run() })
+	mustRun(t, "ip", "netns", "add", nsB)
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", nsB).Run() })
+	mustRun(t, "ip", "link", "add", "kedge-va", "netns", nsA, "type", "veth", "peer", "name", "kedge-vb", "netns", nsB)
+	for _, c := range [][]string{
+		{nsA, "addr", "add", "10.250.0.1/24", "dev", "kedge-va"},
+		{nsB, "addr", "add", "10.250.0.2/24", "dev", "kedge-vb"},
+		{nsA, "link", "set", "kedge-va", "up"},
+		{nsB, "link", "set", "kedge-vb", "up"},
+		{nsA, "link", "set", "lo", "up"},
+		{nsB, "link", "set", "lo", "up"},
+	} {
+		// No default route: every component is given its address, and
+		// nothing can leave the pair.
+		mustRun(t, "ip", append([]string{"-n", c[0]}, c[1:]...)...)
+	}
+	t.Cleanup(cgroupRoot(t, "kedge-test-a"))
+	t.Cleanup(cgroupRoot(t, "kedge-test-b"))
+	t.Cleanup(func() {
+		if procs := testContainers(); len(procs) > 0 {
+			t.Errorf("container processes left after killall: %v", procs)
+		}
+	})
+
+	// The server, with its agent, in A.
+	a, err := newNode(t.TempDir(), []string{
+		"--advertise-address", "10.250.0.1", "--node-ip", "10.250.0.1", "--node-name", "node-a",
+		"--flannel-iface", "kedge-va", "--kubelet-arg", "cgroup-root=/kedge-test-a",
+	}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.netns = nsA
+	for _, img := range []string{"hello-v1.tar", "worker.tar"} {
+		copyFile(filepath.Join(imagesDir, img), filepath.Join(a.dataDir(), "agent", "images", img))
+	}
+	if err := a.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		a.stop()
+		if out, err := killall(a); err != nil {
+			t.Errorf("kedge-killall.sh on node A: %v\n%s", err, out)
+		}
+		if t.Failed() {
+			t.Logf("--- node A log ---\n%s", a.logTail(80))
+		}
+	})
+	if err := a.waitReady(3 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	// The agent in B, with a copy of the server's credentials (joining by
+	// token is not implemented yet).
+	b := &node{netns: nsB, dir: t.TempDir(), port: a.port, kubeconfig: a.kubeconfig}
+	os.WriteFile(filepath.Join(b.dir, "config.yaml"), nil, 0o600)
+	mustRun(t, "cp", "-a", filepath.Join(a.dataDir(), "server", "tls"), filepath.Join(b.dir, "tls"))
+	os.MkdirAll(filepath.Join(b.dataDir(), "server"), 0o700)
+	mustRun(t, "mv", filepath.Join(b.dir, "tls"), filepath.Join(b.dataDir(), "server", "tls"))
+	for _, img := range []string{"hello-v1.tar", "worker.tar"} {
+		copyFile(filepath.Join(imagesDir, img), filepath.Join(b.dataDir(), "agent", "images", img))
+	}
+	b.args = []string{"agent", "--config", filepath.Join(b.dir, "config.yaml"),
+		"--data-dir", b.dataDir(), "--run-dir", filepath.Join(b.dir, "run"),
+		"--server", fmt.Sprintf("https://10.250.0.1:%d", a.port),
+		"--node-ip", "10.250.0.2", "--node-name", "node-b",
+		"--flannel-iface", "kedge-vb", "--kubelet-arg", "cgroup-root=/kedge-test-b"}
+	if err := b.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.stop()
+		if out, err := killall(b); err != nil {
+			t.Errorf("kedge-killall.sh on node B: %v\n%s", err, out)
+		}
+		if t.Failed() {
+			t.Logf("--- node B log ---\n%s", b.logTail(80))
+		}
+	})
+	eventually(t, 3*time.Minute, "both nodes Ready", func() error {
+		out, _ := a.kubectlErr("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+		if !strings.Contains(out, "node-a=True") || !strings.Contains(out, "node-b=True") {
+			return fmt.Errorf("nodes: %q", out)
+		}
+		return nil
+	})
+
+	// One hello pod and one client per node.
+	a.apply(t, `apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: hello, namespace: default}
+spec:
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      containers:
+      - name: hello
+        image: kedge.test/hello:v1
+        imagePullPolicy: Never
+        readinessProbe:
+          httpGet: {path: /healthz, port: 8080}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: hello}
+  ports: [{port: 80, targetPort: 8080}]
+`)
+	a.kubectl(t, "rollout", "status", "daemonset/hello", "--timeout=180s")
+	a.apply(t, strings.Replace(workerPod("default", "client", "--serve"), "spec:\n", "spec:\n  nodeName: node-b\n", 1))
+	a.kubectl(t, "wait", "--for=condition=Ready", "pod/client", "--timeout=120s")
+	podOnA := strings.TrimSpace(a.kubectl(t, "get", "pods", "-l", "app=hello", "--field-selector", "spec.nodeName=node-a", "-o", "jsonpath={.items[0].status.podIP}"))
+	nameOnA := strings.TrimSpace(a.kubectl(t, "get", "pods", "-l", "app=hello", "--field-selector", "spec.nodeName=node-a", "-o", "jsonpath={.items[0].metadata.name}"))
+
+	eventually(t, 60*time.Second, "a pod on node B reaches a pod on node A by IP (VXLAN)", func() error {
+		out, err := a.kubectlErr("exec", "client", "--", "wget", "-qO-", "http://"+podOnA+":8080/")
+		if err != nil || !strings.Contains(out, "I am "+nameOnA) {
+			return fmt.Errorf("%v %q", err, out)
+		}
+		return nil
+	})
+	eventually(t, 90*time.Second, "the Service by name from node B answers from both nodes", func() error {
+		seen := map[string]bool{}
+		for i := 0; i < 20; i++ {
+			out, err := a.kubectlErr("exec", "client", "--", "wget", "-qO-", "http://web.default.svc.cluster.local/")
+			if err != nil {
+				return fmt.Errorf("%v %q", err, out)
+			}
+			if f := strings.Fields(out); len(f) >= 6 {
+				seen[strings.TrimSuffix(f[5], ",")] = true
+			}
+		}
+		if len(seen) != 2 {
+			return fmt.Errorf("answered by %v", seen)
+		}
+		return nil
+	})
+}
