@@ -293,3 +293,23 @@ func TestFlannel(t *testing.T) {
 		t.Fatalf("the conflist does not follow flannel's lease (MTU, masquerade by flannel):\n%s", conf)
 	}
 }
+
+func TestUserManifestsDir(t *testing.T) {
+	ns := namespace(t, shared)
+	manifest := `apiVersion: v1
+kind: ConfigMap
+metadata: {name: dropped-in, namespace: ` + ns + `}
+data: {from: manifests-dir}
+`
+	dir := filepath.Join(shared.dataDir(), "server", "manifests")
+	if err := os.WriteFile(filepath.Join(dir, ns+".yaml"), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(filepath.Join(dir, ns+".yaml")) })
+	eventually(t, 60*time.Second, "a manifest dropped in the manifests dir is applied", func() error {
+		if v := shared.jsonpath(ns, "configmap/dropped-in", "{.data.from}"); v != "manifests-dir" {
+			return fmt.Errorf("configmap data %q", v)
+		}
+		return nil
+	})
+}

@@ -87,7 +87,7 @@ func TestZZZKillallCleansUp(t *testing.T) {
 		t.Errorf("shims left after killall: %v", shims)
 	}
 	eventually(t, 10*time.Second, "no container process is left", func() error {
-		if procs := testContainers(); len(procs) > 0 {
+		if procs := testContainers(""); len(procs) > 0 {
 			return fmt.Errorf("container processes left after killall: %v", procs)
 		}
 		return nil
@@ -114,8 +114,9 @@ func TestZZZKillallCleansUp(t *testing.T) {
 	}
 }
 
-// testContainers lists processes of the test images and CoreDNS.
-func testContainers() []string {
+// testContainers lists processes of the test images and CoreDNS whose
+// cgroup path contains cgroup.
+func testContainers(cgroup string) []string {
 	var found []string
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
@@ -126,7 +127,10 @@ func testContainers() []string {
 		args := strings.Split(string(data), "\x00")
 		switch args[0] {
 		case "/hello", "/worker", "/coredns":
-			found = append(found, filepath.Base(filepath.Dir(p))+" "+args[0])
+			cg, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cgroup"))
+			if strings.Contains(string(cg), cgroup) {
+				found = append(found, filepath.Base(filepath.Dir(p))+" "+args[0])
+			}
 		}
 	}
 	return found

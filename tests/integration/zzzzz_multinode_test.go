@@ -68,9 +68,15 @@ func cgroupRoot(t *testing.T, name string) func() {
 
 // Two nodes, each in a network namespace of its own joined by a veth pair:
 // a server on 10.250.0.1 and an agent on 10.250.0.2. Pods on the two nodes
-// reach each other through flannel's VXLAN, and a Service and DNS work
-// across nodes.
+// reach each other through flannel (VXLAN, then host-gw), and a Service
+// and DNS work across nodes.
 func TestZZZZZTwoNodes(t *testing.T) {
+	for _, backend := range []string{"vxlan", "host-gw"} {
+		t.Run(backend, func(t *testing.T) { twoNodes(t, backend) })
+	}
+}
+
+func twoNodes(t *testing.T, backend string) {
 	const nsA, nsB = "kedge-test-a", "kedge-test-b"
 	mustRun(t, "ip", "netns", "add", nsA)
 	t.Cleanup(func() { exec.Command("ip", "netns", "delete", nsA).Run() })
@@ -92,7 +98,7 @@ func TestZZZZZTwoNodes(t *testing.T) {
 	t.Cleanup(cgroupRoot(t, "kedge-test-a"))
 	t.Cleanup(cgroupRoot(t, "kedge-test-b"))
 	t.Cleanup(func() {
-		if procs := testContainers(); len(procs) > 0 {
+		if procs := testContainers("/kedge-test-"); len(procs) > 0 {
 			t.Errorf("container processes left after killall: %v", procs)
 		}
 	})
@@ -101,6 +107,7 @@ func TestZZZZZTwoNodes(t *testing.T) {
 	a, err := newNode(t.TempDir(), []string{
 		"--advertise-address", "10.250.0.1", "--node-ip", "10.250.0.1", "--node-name", "node-a",
 		"--flannel-iface", "kedge-va", "--kubelet-arg", "cgroup-root=/kedge-test-a",
+		"--flannel-backend", backend,
 	}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +146,8 @@ func TestZZZZZTwoNodes(t *testing.T) {
 		"--data-dir", b.dataDir(), "--run-dir", filepath.Join(b.dir, "run"),
 		"--server", fmt.Sprintf("https://10.250.0.1:%d", a.port),
 		"--node-ip", "10.250.0.2", "--node-name", "node-b",
-		"--flannel-iface", "kedge-vb", "--kubelet-arg", "cgroup-root=/kedge-test-b"}
+		"--flannel-iface", "kedge-vb", "--kubelet-arg", "cgroup-root=/kedge-test-b",
+		"--flannel-backend", backend}
 	if err := b.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +198,7 @@ spec:
 	podOnA := strings.TrimSpace(a.kubectl(t, "get", "pods", "-l", "app=hello", "--field-selector", "spec.nodeName=node-a", "-o", "jsonpath={.items[0].status.podIP}"))
 	nameOnA := strings.TrimSpace(a.kubectl(t, "get", "pods", "-l", "app=hello", "--field-selector", "spec.nodeName=node-a", "-o", "jsonpath={.items[0].metadata.name}"))
 
-	eventually(t, 60*time.Second, "a pod on node B reaches a pod on node A by IP (VXLAN)", func() error {
+	eventually(t, 60*time.Second, "a pod on node B reaches a pod on node A by IP ("+backend+")", func() error {
 		out, err := a.kubectlErr("exec", "client", "--", "wget", "-qO-", "http://"+podOnA+":8080/")
 		if err != nil || !strings.Contains(out, "I am "+nameOnA) {
 			return fmt.Errorf("%v %q", err, out)
