@@ -205,6 +205,22 @@ spec:
 		}
 		return nil
 	})
+	a.apply(t, `apiVersion: v1
+kind: Service
+metadata: {name: web-np, namespace: default}
+spec:
+  type: NodePort
+  selector: {app: hello}
+  ports: [{port: 80, targetPort: 8080}]
+`)
+	nodePort := a.jsonpath("default", "service/web-np", "{.spec.ports[0].nodePort}")
+	eventually(t, 60*time.Second, "a NodePort answers on node A's IP, from node B", func() error {
+		out, err := a.kubectlErr("exec", "client", "--", "wget", "-qO-", "http://10.250.0.1:"+nodePort+"/")
+		if err != nil || !strings.Contains(out, "Hello from Kubernetes!") {
+			return fmt.Errorf("%v %q", err, out)
+		}
+		return nil
+	})
 	eventually(t, 90*time.Second, "the Service by name from node B answers from both nodes", func() error {
 		seen := map[string]bool{}
 		for i := 0; i < 20; i++ {
