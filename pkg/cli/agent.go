@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -11,7 +10,6 @@ import (
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/datadir"
-	kedgelog "github.com/kedge-dev/kedge/pkg/log"
 	"github.com/kedge-dev/kedge/pkg/pki"
 )
 
@@ -29,13 +27,10 @@ same host with the same --data-dir. Joining remote servers with a token
 comes with the multi-node work.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := config.ApplySources(cmd.Flags(), os.Getenv); err != nil {
+			log, err := loadConfig(cmd, &cfg, cfg.ValidateAgent)
+			if err != nil {
 				return err
 			}
-			if err := cfg.ValidateAgent(); err != nil {
-				return err
-			}
-			log := kedgelog.Setup(os.Stderr, kedgelog.Options{Verbosity: cfg.Verbosity, JSON: cfg.LogJSON})
 			layout := datadir.Layout{Root: cfg.DataDir}
 			files := pki.FilesIn(layout.TLSDir())
 			if _, err := os.Stat(files.ClientCAKey); err != nil {
@@ -50,8 +45,7 @@ comes with the multi-node work.`,
 			if err != nil {
 				return err
 			}
-			runner := &component.Runner{Log: log, ReadyTimeout: 3 * time.Minute, StopTimeout: 20 * time.Second, PollInterval: 200 * time.Millisecond}
-			return runner.Run(cmd.Context(), node, func() {
+			return component.NewRunner(log).Run(cmd.Context(), node, func() {
 				log.Info("kedge agent is ready", "node", agent.NodeName(cfg), "server", cfg.Server)
 			})
 		},

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -28,16 +29,25 @@ The admin kubeconfig is written to --write-kubeconfig (` + config.DefaultKubecon
 "kedge kubectl" uses it by default.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := config.ApplySources(cmd.Flags(), os.Getenv); err != nil {
+			log, err := loadConfig(cmd, &cfg, cfg.Validate)
+			if err != nil {
 				return err
 			}
-			if err := cfg.Validate(); err != nil {
-				return err
-			}
-			log := kedgelog.Setup(os.Stderr, kedgelog.Options{Verbosity: cfg.Verbosity, JSON: cfg.LogJSON})
 			return server.Run(cmd.Context(), cfg, log)
 		},
 	}
 	cfg.AddServerFlags(cmd.Flags())
 	return cmd
+}
+
+// loadConfig completes cfg from the config file and environment, validates
+// it, and sets up logging: what every role does before it starts.
+func loadConfig(cmd *cobra.Command, cfg *config.Config, validate func() error) (*slog.Logger, error) {
+	if err := config.ApplySources(cmd.Flags(), os.Getenv); err != nil {
+		return nil, err
+	}
+	if err := validate(); err != nil {
+		return nil, err
+	}
+	return kedgelog.Setup(os.Stderr, kedgelog.Options{Verbosity: cfg.Verbosity, JSON: cfg.LogJSON}), nil
 }

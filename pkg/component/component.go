@@ -47,6 +47,12 @@ type Runner struct {
 	PollInterval time.Duration
 }
 
+// NewRunner returns the runner kedge's roles use: three minutes for a
+// component to become ready, twenty seconds for each to stop.
+func NewRunner(log *slog.Logger) *Runner {
+	return &Runner{Log: log, ReadyTimeout: 3 * time.Minute, StopTimeout: 20 * time.Second, PollInterval: 100 * time.Millisecond}
+}
+
 // ErrStopped is the cause when the runner was asked to stop (a signal).
 var ErrStopped = errors.New("stopped")
 

@@ -179,8 +179,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		components = append(components, node...)
 	}
 
-	runner := &component.Runner{Log: log, ReadyTimeout: 3 * time.Minute, StopTimeout: 20 * time.Second, PollInterval: 100 * time.Millisecond}
-	return runner.Run(ctx, components, func() {
+	return component.NewRunner(log).Run(ctx, components, func() {
 		log.Info("kedge server is ready",
 			"api", "https://"+net.JoinHostPort(advertise.String(), strconv.Itoa(cfg.HTTPSListenPort)),
 			"kubeconfig", cfg.WriteKubeconfig,

@@ -273,7 +273,9 @@ func TestRollingUpdateAndUndo(t *testing.T) {
 	shared.waitRollout(t, ns, "deployment/hello")
 	version := func() string {
 		pod := shared.podsOf(ns, "app=hello")[0]
-		return strings.TrimSpace(shared.kubectl(t, "-n", ns, "exec", pod, "--", "wget", "-qO-", "http://127.0.0.1:8080/version"))
+		// The answer is the last line: kubectl may warn on stderr first.
+		lines := strings.Split(strings.TrimSpace(shared.kubectl(t, "-n", ns, "exec", pod, "--", "wget", "-qO-", "http://127.0.0.1:8080/version")), "\n")
+		return strings.TrimSpace(lines[len(lines)-1])
 	}
 	shared.kubectl(t, "-n", ns, "set", "image", "deployment/hello", "hello=kedge.test/hello:v2")
 	shared.waitRollout(t, ns, "deployment/hello")
