@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// kedgeSystem is `kedge server` with its agent, as a user starts it, with
+// every path in the sandbox.
+type kedgeSystem struct {
+	spec childSpec
+	cmd  *exec.Cmd
+}
+
+func (k *kedgeSystem) dataDir() string { return filepath.Join(k.spec.Dir, "data") }
+func (k *kedgeSystem) runDir() string  { return filepath.Join(k.spec.Dir, "run") }
+func (k *kedgeSystem) logFile() string { return filepath.Join(k.spec.Dir, "kedge.log") }
+func (k *kedgeSystem) kubeconfig() string {
+	return filepath.Join(k.spec.Dir, "kubeconfig.yaml")
+}
+
+// prepare puts the test image in the air-gap directory, which kedge
+// imports at start (its own pause and CoreDNS images it carries).
+func (k *kedgeSystem) prepare(context.Context) error {
+	if err := os.WriteFile(filepath.Join(k.spec.Dir, "config.yaml"), nil, 0o600); err != nil {
+		return err
+	}
+	return copyFile(filepath.Join(k.spec.ImagesDir, "hello-v1.tar"), filepath.Join(k.dataDir(), "agent", "images", "hello-v1.tar"))
+}
+
+func (k *kedgeSystem) start() error {
+	var err error
+	k.cmd, err = startProc("kedge", k.logFile(), cleanEnv(), k.spec.Kedge, "server",
+		"--config", filepath.Join(k.spec.Dir, "config.yaml"),
+		"--data-dir", k.dataDir(),
+		"--run-dir", k.runDir(),
+		"--write-kubeconfig", k.kubeconfig(),
+		"--node-name", nodeName,
+		"--node-ip", nodeIP,
+		"--advertise-address", nodeIP,
+		"--kubelet-arg", "cgroup-root="+k.spec.CgroupRoot,
+		"--kubelet-arg", "max-pods=250")
+	return err
+}
+
+func (k *kedgeSystem) afterReady(context.Context) error { return nil }
+
+// processes: kedge and the containerd it runs as a child.
+func (k *kedgeSystem) processes() []proc {
+	ps := []proc{{"kedge", k.cmd.Process.Pid}}
+	if data, err := os.ReadFile(filepath.Join(k.runDir(), "containerd", "containerd.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+			ps = append(ps, proc{"containerd", pid})
+		}
+	}
+	return ps
+}
+
+// stop stops kedge as a user does, by SIGTERM; the sandbox cleanup kills
+// the pods' shims, as kedge-killall.sh would.
+func (k *kedgeSystem) stop() { stopProcs(90*time.Second, k.cmd) }
+
+func (k *kedgeSystem) logs() []string {
+	return []string{k.logFile(), filepath.Join(k.dataDir(), "agent", "containerd", "containerd.log")}
+}
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o644)
+}
