@@ -11,6 +11,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/datadir"
 	"github.com/kedge-dev/kedge/pkg/pki"
+	"github.com/kedge-dev/kedge/pkg/sdnotify"
 )
 
 func newAgentCommand() *cobra.Command {
@@ -47,6 +48,7 @@ comes with the multi-node work.`,
 			}
 			return component.NewRunner(log).Run(cmd.Context(), node, func() {
 				log.Info("kedge agent is ready", "node", agent.NodeName(cfg), "server", cfg.Server)
+				sdnotify.ReadyUntil(cmd.Context(), log)
 			})
 		},
 	}

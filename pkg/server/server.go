@@ -30,6 +30,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/frontend"
 	"github.com/kedge-dev/kedge/pkg/join"
 	"github.com/kedge-dev/kedge/pkg/pki"
+	"github.com/kedge-dev/kedge/pkg/sdnotify"
 )
 
 // Run runs a server until ctx is done or a component fails.
@@ -184,7 +185,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			"api", "https://"+net.JoinHostPort(advertise.String(), strconv.Itoa(cfg.HTTPSListenPort)),
 			"kubeconfig", cfg.WriteKubeconfig,
 			"took", time.Since(begin).Round(time.Millisecond))
-		notifyReady(log)
+		sdnotify.ReadyUntil(ctx, log)
 	})
 }
 
@@ -236,19 +237,4 @@ func advertiseAddress(cfg config.Config) (net.IP, error) {
 		return net.ParseIP("127.0.0.1"), nil
 	}
 	return ip, nil
-}
-
-// notifyReady tells systemd (Type=notify) that the server is ready.
-func notifyReady(log *slog.Logger) {
-	sock := os.Getenv("NOTIFY_SOCKET")
-	if sock == "" {
-		return
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		log.Warn("could not notify systemd", "err", err)
-		return
-	}
-	defer conn.Close()
-	_, _ = conn.Write([]byte("READY=1"))
 }

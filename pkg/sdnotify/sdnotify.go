@@ -1,0 +1,54 @@
+// Package sdnotify tells a service manager about kedge's state through the
+// sd_notify protocol (systemd's Type=notify): one datagram per state change
+// to the unix socket named by $NOTIFY_SOCKET. Without that variable (not
+// started by systemd) every call does nothing.
+package sdnotify
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+)
+
+// Messages kedge sends (see sd_notify(3)).
+const (
+	Ready    = "READY=1"
+	Stopping = "STOPPING=1"
+)
+
+// ReadyUntil tells the service manager that kedge is ready, and that it is
+// stopping once ctx is done (its graceful shutdown begins). A failure is
+// logged: systemd then times the start out, which says more than kedge can.
+func ReadyUntil(ctx context.Context, log *slog.Logger) {
+	if _, err := Send(Ready); err != nil {
+		log.Warn("cannot notify the service manager", "err", err)
+		return
+	}
+	context.AfterFunc(ctx, func() { _, _ = Send(Stopping) })
+}
+
+// Send sends state to the socket named by $NOTIFY_SOCKET. It reports
+// whether a message was sent; an error means the socket is set but could
+// not be written.
+func Send(state string) (bool, error) {
+	return send(os.Getenv("NOTIFY_SOCKET"), state)
+}
+
+func send(socket, state string) (bool, error) {
+	if socket == "" {
+		return false, nil
+	}
+	// A name starting with "@" is in the abstract namespace; the net
+	// package translates it.
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: socket, Net: "unixgram"})
+	if err != nil {
+		return false, fmt.Errorf("notify %s: %w", socket, err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(state)); err != nil {
+		return false, fmt.Errorf("notify %s: %w", socket, err)
+	}
+	return true, nil
+}
