@@ -31,6 +31,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/datadir"
 	"github.com/kedge-dev/kedge/pkg/payload"
 	"github.com/kedge-dev/kedge/pkg/pki"
+	"github.com/kedge-dev/kedge/pkg/servicelb"
 )
 
 // Credentials are what the agent trusts and signs its node certificates
@@ -121,20 +122,17 @@ func Components(o Options) ([]component.Component, error) {
 	if err := pki.WriteKubeconfig(p.kubeconfig(), 0o600, kc); err != nil {
 		return nil, err
 	}
-	proxyCert, proxyKey := filepath.Join(p.tls(), "client-kube-proxy.crt"), filepath.Join(p.tls(), "client-kube-proxy.key")
-	if err := pki.IssueClientCert(o.Creds.ClientCACert, o.Creds.ClientCAKey, proxyCert, proxyKey, "system:kube-proxy", nil); err != nil {
-		return nil, fmt.Errorf("kube-proxy client certificate: %w", err)
-	}
-	proxyKC := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: proxyCert, KeyFile: proxyKey}
-	if err := pki.WriteKubeconfig(p.proxyKubeconfig(), 0o600, proxyKC); err != nil {
+	// kube-proxy, flannel and servicelb each act under an identity of their
+	// own, granted what they need by built-in roles or manifests/rbac.yaml.
+	if _, err := issueKubeconfig(o, p, "kube-proxy", p.proxyKubeconfig(), "system:kube-proxy"); err != nil {
 		return nil, err
 	}
-	flannelCert, flannelKey := filepath.Join(p.tls(), "client-flannel.crt"), filepath.Join(p.tls(), "client-flannel.key")
-	if err := pki.IssueClientCert(o.Creds.ClientCACert, o.Creds.ClientCAKey, flannelCert, flannelKey, "system:kedge-flannel", nil); err != nil {
-		return nil, fmt.Errorf("flannel client certificate: %w", err)
+	flannelKC, err := issueKubeconfig(o, p, "flannel", filepath.Join(p.root, "flannel.kubeconfig"), "system:kedge-flannel")
+	if err != nil {
+		return nil, err
 	}
-	flannelKC := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: flannelCert, KeyFile: flannelKey}
-	if err := pki.WriteKubeconfig(filepath.Join(p.root, "flannel.kubeconfig"), 0o600, flannelKC); err != nil {
+	lbKC, err := issueKubeconfig(o, p, "servicelb", filepath.Join(p.root, "servicelb.kubeconfig"), "system:kedge-servicelb")
+	if err != nil {
 		return nil, err
 	}
 	proxyArgs := kubeproxy.DefaultArgs(p.proxyKubeconfig(), name, c.ClusterCIDR)
@@ -239,7 +237,7 @@ func Components(o Options) ([]component.Component, error) {
 	writer := &cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Log: o.Log.With("component", "cni")}
 	if c.FlannelBackend != "none" {
 		fl := &flannel.Flannel{
-			Kubeconfig:  filepath.Join(p.root, "flannel.kubeconfig"),
+			Kubeconfig:  flannelKC,
 			NodeName:    name,
 			ClusterCIDR: c.ClusterCIDR,
 			Backend:     c.FlannelBackend,
@@ -254,5 +252,21 @@ func Components(o Options) ([]component.Component, error) {
 	if !c.DisableKubeProxy {
 		components = append(components, &kubeproxy.Proxy{Args: proxyArgs, Log: o.Log.With("component", "kube-proxy")})
 	}
+	lbConfig, err := clientcmd.BuildConfigFromFlags("", lbKC)
+	if err != nil {
+		return nil, err
+	}
+	components = append(components, &servicelb.Speaker{Config: lbConfig, NodeName: name, Log: o.Log.With("component", "servicelb")})
 	return components, nil
+}
+
+// issueKubeconfig gives one of the agent's own components an identity: a
+// client certificate client-<name>.crt for user, and the kubeconfig file.
+func issueKubeconfig(o Options, p paths, name, file, user string) (string, error) {
+	cert, key := filepath.Join(p.tls(), "client-"+name+".crt"), filepath.Join(p.tls(), "client-"+name+".key")
+	if err := pki.IssueClientCert(o.Creds.ClientCACert, o.Creds.ClientCAKey, cert, key, user, nil); err != nil {
+		return "", fmt.Errorf("%s client certificate: %w", name, err)
+	}
+	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: cert, KeyFile: key}
+	return file, pki.WriteKubeconfig(file, 0o600, kc)
 }

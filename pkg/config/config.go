@@ -85,7 +85,7 @@ type Agent struct {
 }
 
 // KnownAddons are the add-ons kedge deploys, by the names --disable takes.
-var KnownAddons = []string{"coredns"}
+var KnownAddons = []string{"coredns", "servicelb"}
 
 // DefaultPauseImage is the pause image kedge carries inside its binary.
 const DefaultPauseImage = "kedge.local/pause:3.10"

@@ -31,6 +31,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/join"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/sdnotify"
+	"github.com/kedge-dev/kedge/pkg/servicelb"
 )
 
 // Run runs a server until ctx is done or a component fails.
@@ -165,6 +166,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			UserDir:  layout.ManifestsDir(),
 			Interval: 30 * time.Second,
 			Log:      log.With("component", "addons"),
+		},
+		&servicelb.Controller{
+			Config:   supervisor,
+			Identity: agent.NodeName(cfg),
+			Disabled: disabled["servicelb"],
+			Log:      log.With("component", "servicelb"),
 		},
 	}
 	if !cfg.DisableAgent {

@@ -2,7 +2,9 @@
 # Build kedge's offline test images as docker-archive tarballs, ready for
 # `ctr images import` (no registry or Docker needed).
 # Usage: tests/images/build.sh [outdir]   (default bin/images; GOARCH/GOARM honoured)
-#   hello-v1.tar  kedge.test/hello:v1, simple-server:v1, flask-hello:latest
+#   hello-v1.tar  kedge.test/hello:v1
+#   simple-server.tar  simple-server:v1 (hello, for the tutorials; port 8080)
+#   flask-hello.tar    flask-hello:latest (hello listening on 5000, PORT=5000)
 #   hello-v2.tar  kedge.test/hello:v2
 #   worker.tar    kedge.test/worker:v1
 #   late.tar      kedge.test/late:v1 (the worker, under a name no node has yet)
@@ -128,10 +130,13 @@ main() {
 
     # All three images get $busybox (see pack), so hello and worker pods
     # alike have sh, cat and tar for kubectl exec and kubectl cp.
-    # The extra hello-v1 names are the ones tutorial manifests use, so they
-    # run unchanged against the preloaded image.
-    pack "$tmp/v1/hello" "$out/hello-v1.tar" --port 8080 \
-        --ref kedge.test/hello:v1 --ref simple-server:v1 --ref flask-hello:latest
+    pack "$tmp/v1/hello" "$out/hello-v1.tar" --port 8080 --ref kedge.test/hello:v1
+    # The hello server under the names beginners' tutorials use, so their
+    # manifests run unchanged against a loaded image. Each is an image of
+    # its own (its own config), so removing one never removes another.
+    pack "$tmp/v1/hello" "$out/simple-server.tar" --port 8080 --ref simple-server:v1 \
+        --env KEDGE_TEST_IMAGE=simple-server
+    pack "$tmp/v1/hello" "$out/flask-hello.tar" --port 5000 --ref flask-hello:latest --env PORT=5000
     pack "$tmp/v2/hello" "$out/hello-v2.tar" --port 8080 --ref kedge.test/hello:v2
     pack "$tmp/worker" "$out/worker.tar" --ref kedge.test/worker:v1
     # Not pre-loaded by the tests: dropped into the images dir while running.

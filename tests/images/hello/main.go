@@ -1,6 +1,7 @@
 // Command hello is the tiny HTTP server packed into the kedge.test/hello
-// test image (also tagged simple-server:v1 and flask-hello:latest so that
-// tutorial manifests run unchanged on an offline cluster).
+// test image (also packed as simple-server:v1 and, on port 5000, as
+// flask-hello:latest, so that tutorial manifests run unchanged on an
+// offline cluster).
 //
 // GET / answers "Hello from Kubernetes! I am <name>, request <n>", which
 // lets tests see which pod served a request and how many that pod has
