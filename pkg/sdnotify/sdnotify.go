@@ -18,6 +18,20 @@ const (
 	Stopping = "STOPPING=1"
 )
 
+// socket is $NOTIFY_SOCKET, taken out of the environment as the program
+// starts, before any component runs: the upstream components kedge embeds
+// notify on their own (kube-apiserver sends READY=1 once its post-start
+// hooks run, the kubelet as it starts, and a child containerd would
+// inherit the variable), which would tell systemd that kedge is ready
+// long before it is. Only kedge's own ReadyUntil may notify.
+var socket = take()
+
+func take() string {
+	s := os.Getenv("NOTIFY_SOCKET")
+	os.Unsetenv("NOTIFY_SOCKET")
+	return s
+}
+
 // ReadyUntil tells the service manager that kedge is ready, and that it is
 // stopping once ctx is done (its graceful shutdown begins). A failure is
 // logged: systemd then times the start out, which says more than kedge can.
@@ -29,11 +43,11 @@ func ReadyUntil(ctx context.Context, log *slog.Logger) {
 	context.AfterFunc(ctx, func() { _, _ = Send(Stopping) })
 }
 
-// Send sends state to the socket named by $NOTIFY_SOCKET. It reports
-// whether a message was sent; an error means the socket is set but could
-// not be written.
+// Send sends state to the socket that was $NOTIFY_SOCKET when kedge
+// started. It reports whether a message was sent; an error means there is
+// a socket but it could not be written.
 func Send(state string) (bool, error) {
-	return send(os.Getenv("NOTIFY_SOCKET"), state)
+	return send(socket, state)
 }
 
 func send(socket, state string) (bool, error) {

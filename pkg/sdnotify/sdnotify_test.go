@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,6 +18,13 @@ func listen(t *testing.T, name string) *net.UnixConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// setSocket stands for $NOTIFY_SOCKET at the program's start.
+func setSocket(t *testing.T, s string) {
+	old := socket
+	socket = s
+	t.Cleanup(func() { socket = old })
 }
 
 func receive(t *testing.T, conn *net.UnixConn) string {
@@ -37,7 +45,7 @@ func TestSend(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := listen(t, tc.socket)
-			t.Setenv("NOTIFY_SOCKET", tc.socket)
+			setSocket(t, tc.socket)
 			for _, state := range []string{Ready, Stopping} {
 				sent, err := Send(state)
 				if err != nil || !sent {
@@ -52,14 +60,14 @@ func TestSend(t *testing.T) {
 }
 
 func TestSendWithoutSocket(t *testing.T) {
-	t.Setenv("NOTIFY_SOCKET", "")
+	setSocket(t, "")
 	if sent, err := Send(Ready); sent || err != nil {
 		t.Errorf("Send without NOTIFY_SOCKET = %v, %v; want false, nil", sent, err)
 	}
 }
 
 func TestSendToMissingSocket(t *testing.T) {
-	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "absent.sock"))
+	setSocket(t, filepath.Join(t.TempDir(), "absent.sock"))
 	if sent, err := Send(Ready); sent || err == nil {
 		t.Errorf("Send to a missing socket = %v, %v; want false and an error", sent, err)
 	}
@@ -68,7 +76,7 @@ func TestSendToMissingSocket(t *testing.T) {
 func TestReadyUntil(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "notify.sock")
 	conn := listen(t, socket)
-	t.Setenv("NOTIFY_SOCKET", socket)
+	setSocket(t, socket)
 	ctx, cancel := context.WithCancel(context.Background())
 	ReadyUntil(ctx, slog.New(slog.DiscardHandler))
 	if got := receive(t, conn); got != Ready {
@@ -77,5 +85,17 @@ func TestReadyUntil(t *testing.T) {
 	cancel()
 	if got := receive(t, conn); got != Stopping {
 		t.Fatalf("after the context ends, received %q, want %q", got, Stopping)
+	}
+}
+
+// The variable is gone from the environment, so that nothing else in the
+// process, or started by it, notifies.
+func TestTake(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	if got := take(); got != "/run/systemd/notify" {
+		t.Errorf("take() = %q", got)
+	}
+	if v, ok := os.LookupEnv("NOTIFY_SOCKET"); ok {
+		t.Errorf("NOTIFY_SOCKET is still set to %q", v)
 	}
 }
