@@ -11,6 +11,9 @@
 #
 # Environment: KEDGE_DATA_DIR (default /var/lib/kedge),
 #              KEDGE_RUN_DIR (default /run/kedge).
+#
+# install.sh carries a copy of this script, which it installs beside kedge:
+# after editing, run go test ./tests/install -run TestKillallEmbedded -update
 set -eu
 
 info() { echo "kedge-killall: $*" >&2; }
