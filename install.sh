@@ -732,8 +732,13 @@ check_cgroups() {
     else
         return 0
     fi
-    cmdline=/boot/firmware/cmdline.txt
-    [ -f "$cmdline" ] || cmdline=/boot/cmdline.txt
+    if [ -f /boot/firmware/cmdline.txt ]; then
+        cmdline=/boot/firmware/cmdline.txt
+    elif [ -f /boot/cmdline.txt ]; then
+        cmdline=/boot/cmdline.txt
+    else
+        cmdline="/boot/firmware/cmdline.txt (older releases: /boot/cmdline.txt)"
+    fi
     warn "the memory cgroup is disabled: kedge cannot run pods until it is enabled.
     Add \"cgroup_memory=1 cgroup_enable=memory\" to the kernel command line and reboot;
     on a Raspberry Pi, append it to the single line of $cmdline."
