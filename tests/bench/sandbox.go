@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,7 +117,9 @@ func runSandboxed(ctx context.Context, o options, sys string, runNo int, groups 
 	// nsenter, not ip netns exec: the latter remounts /sys, hiding the
 	// host's cgroups from the kubelet.
 	cmd := exec.Command("nsenter", "--net="+s.netnsPath, "--", self, "child", specFile)
-	cmd.Stdout, cmd.Stderr = log, log
+	// The child's progress goes to the terminal too; its failure report
+	// (component log tails) only to the file, shown below.
+	cmd.Stdout, cmd.Stderr = log, io.MultiWriter(log, progressWriter{})
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -417,4 +420,16 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// progressWriter passes the child's "bench:" progress lines to stderr.
+type progressWriter struct{}
+
+func (progressWriter) Write(p []byte) (int, error) {
+	for _, l := range strings.SplitAfter(string(p), "\n") {
+		if strings.Contains(l, " bench: ") {
+			os.Stderr.WriteString(l)
+		}
+	}
+	return len(p), nil
 }
