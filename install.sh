@@ -267,8 +267,14 @@ put_file() {
     info "installed $2"
 }
 
+# install_binary installs NEW_BIN as BIN. BIN_SHA, its checksum, is
+# recorded in the environment file, so that a binary replaced by hand
+# (INSTALL_KEDGE_SKIP_DOWNLOAD) also restarts the service.
 install_binary() {
+    BIN_SHA=$(sha256_of "$NEW_BIN")
     if [ "$NEW_BIN" = "$BIN" ]; then
+        old=$(sed -n 's/^# kedge binary sha256: //p' "$ENV_FILE" 2>/dev/null || true)
+        if [ -n "$old" ] && [ "$old" != "$BIN_SHA" ]; then CHANGED="$CHANGED binary"; fi
         return 0
     fi
     if [ -f "$BIN" ] && cmp -s "$NEW_BIN" "$BIN"; then
@@ -321,6 +327,7 @@ install_symlinks() {
 # variables, sorted, one quoted assignment a line.
 env_file() {
     echo "# Environment of the $NAME service, written by kedge's install.sh."
+    echo "# kedge binary sha256: $BIN_SHA"
     env | sed -n 's/^\(KEDGE_[A-Za-z0-9_]*\)=.*/\1/p; s/^\(HTTPS\{0,1\}_PROXY\)=.*/\1/p; s/^\(NO_PROXY\)=.*/\1/p' |
         sort -u | while read -r var; do
         eval "value=\${$var:-}"
@@ -397,8 +404,11 @@ EOF
 
 install_service_files() {
     env_file >"$TMP_DIR/env"
+    # Only the variables count: the binary's checksum is a comment.
+    old_vars=$(grep -v '^#' "$ENV_FILE" 2>/dev/null || true)
+    new_vars=$(grep -v '^#' "$TMP_DIR/env" || true)
     put_file 0600 "$ENV_FILE" <"$TMP_DIR/env"
-    if [ "$WROTE" = true ]; then CHANGED="$CHANGED environment"; fi
+    if [ "$WROTE" = true ] && [ "$old_vars" != "$new_vars" ]; then CHANGED="$CHANGED environment"; fi
     case $INIT in
     systemd)
         systemd_unit >"$TMP_DIR/service"

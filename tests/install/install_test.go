@@ -293,6 +293,57 @@ func TestSkipDownload(t *testing.T) {
 		t.Errorf("%s changed: %q", bin, got)
 	}
 	verifyUnit(t, filepath.Join(h.systemdDir(), "kedge.service"))
+	h.calls()
+
+	// An air-gapped upgrade: a new binary copied in by hand restarts
+	// the service; the same one again does not.
+	skip := []string{"INSTALL_KEDGE_SKIP_DOWNLOAD=true"}
+	if err := os.WriteFile(bin, fakeKedge("airgap-2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out = h.mustInstall(t, skip)
+	wantContains(t, "output", out, "changed: binary")
+	if got := h.calls(); !slices.Contains(got, "systemctl restart kedge") {
+		t.Errorf("a binary replaced by hand: %q; want a restart", got)
+	}
+	h.mustInstall(t, skip)
+	if got := h.calls(); slices.Contains(got, "systemctl restart kedge") {
+		t.Errorf("the same binary again: %q; want no restart", got)
+	}
+}
+
+// With a server and an agent installed, uninstalling one keeps kedge and
+// the data for the other.
+func TestUninstallKeepsTheOther(t *testing.T) {
+	needRoot(t)
+	rel := newRelease(t)
+	rel.publish(t, fakeKedge("v1"))
+	h := newHost(t, rel)
+	h.mustInstall(t, nil)
+	h.mustInstall(t, []string{"KEDGE_URL=https://10.0.0.1:6443", "KEDGE_TOKEN=t"})
+	// In a network namespace of its own: were it to run kedge-killall.sh,
+	// that would clean only the namespace's (empty) network.
+	netns := newNetns(t)
+	uninstall := exec.Command("nsenter", "--net=/run/netns/"+netns, "sh", filepath.Join(h.binDir(), "kedge-agent-uninstall.sh"))
+	uninstall.Env = h.env()
+	out, err := uninstall.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kedge-agent-uninstall.sh: %v\n%s", err, out)
+	}
+	wantContains(t, "output", string(out), "kedge itself stays for")
+	for _, gone := range []string{"usr/local/bin/kedge-agent-uninstall.sh", "etc/kedge/kedge-agent.env", "etc/systemd/system/kedge-agent.service"} {
+		if _, err := os.Stat(h.path(gone)); err == nil {
+			t.Errorf("%s is left", gone)
+		}
+	}
+	for _, kept := range []string{"usr/local/bin/kedge", "usr/local/bin/kedge-killall.sh", "usr/local/bin/kedge-uninstall.sh", "etc/kedge/kedge.env", "etc/systemd/system/kedge.service"} {
+		if _, err := os.Stat(h.path(kept)); err != nil {
+			t.Errorf("the server's %s is gone: %v", kept, err)
+		}
+	}
+	if got := h.calls(); !slices.Contains(got, "systemctl stop kedge-agent") || slices.Contains(got, "systemctl stop kedge") {
+		t.Errorf("service manager calls: %q; want kedge-agent stopped, kedge not", got)
+	}
 }
 
 // Where OpenRC runs the host, an OpenRC service is installed.
