@@ -29,24 +29,47 @@ import (
 	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/controlplane"
 	"github.com/kedge-dev/kedge/pkg/datadir"
+	"github.com/kedge-dev/kedge/pkg/join"
 	"github.com/kedge-dev/kedge/pkg/payload"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/servicelb"
 )
 
-// Credentials are what the agent trusts and signs its node certificates
-// with. The agent of a server uses the server's own CAs.
+// Credentials are the CAs the agent trusts and what issues its node
+// certificates.
 type Credentials struct {
 	ServerCACert string
 	ClientCACert string
-	ClientCAKey  string
-	ServerCAKey  string
+	Issuer       Issuer
 }
 
-// LocalCredentials are the credentials of the agent that runs beside a
-// server: the server's own CA files.
-func LocalCredentials(f pki.Files) Credentials {
-	return Credentials{ServerCACert: f.ServerCACert, ServerCAKey: f.ServerCAKey, ClientCACert: f.ClientCACert, ClientCAKey: f.ClientCAKey}
+// Issuer makes sure certPath/keyPath hold a valid node certificate of a
+// kind (join.Kind*): signed locally beside a server, or by the server for
+// an agent that joined with a token (join.Remote).
+type Issuer interface {
+	Issue(kind, certPath, keyPath string, sans []string) error
+}
+
+// LocalCredentials are the credentials of an agent that shares a server's
+// data dir: it signs with the server's own CAs.
+func LocalCredentials(f pki.Files, nodeName string) Credentials {
+	return Credentials{ServerCACert: f.ServerCACert, ClientCACert: f.ClientCACert, Issuer: localIssuer{files: f, node: nodeName}}
+}
+
+type localIssuer struct {
+	files pki.Files
+	node  string
+}
+
+func (l localIssuer) Issue(kind, certPath, keyPath string, sans []string) error {
+	leaf, client, err := join.LeafFor(kind, l.node, sans)
+	if err != nil {
+		return err
+	}
+	if client {
+		return pki.IssueClientCert(l.files.ClientCACert, l.files.ClientCAKey, certPath, keyPath, leaf.CommonName, leaf.Orgs)
+	}
+	return pki.IssueServingCert(l.files.ServerCACert, l.files.ServerCAKey, certPath, keyPath, leaf.CommonName, leaf.SANs)
 }
 
 // Options configure the agent.
@@ -110,12 +133,12 @@ func Components(o Options) ([]component.Component, error) {
 		}
 	}
 	clientCert, clientKey := filepath.Join(p.tls(), "client-kubelet.crt"), filepath.Join(p.tls(), "client-kubelet.key")
-	if err := pki.IssueClientCert(o.Creds.ClientCACert, o.Creds.ClientCAKey, clientCert, clientKey, "system:node:"+name, []string{"system:nodes"}); err != nil {
+	if err := o.Creds.Issuer.Issue(join.KindKubelet, clientCert, clientKey, nil); err != nil {
 		return nil, fmt.Errorf("kubelet client certificate: %w", err)
 	}
 	hostname, _ := os.Hostname()
 	servingCert, servingKey := filepath.Join(p.tls(), "serving-kubelet.crt"), filepath.Join(p.tls(), "serving-kubelet.key")
-	if err := pki.IssueServingCert(o.Creds.ServerCACert, o.Creds.ServerCAKey, servingCert, servingKey, name, []string{name, hostname, ip, "localhost", "127.0.0.1"}); err != nil {
+	if err := o.Creds.Issuer.Issue(join.KindKubeletServing, servingCert, servingKey, []string{name, hostname, ip, "localhost", "127.0.0.1"}); err != nil {
 		return nil, fmt.Errorf("kubelet serving certificate: %w", err)
 	}
 	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: clientCert, KeyFile: clientKey}
@@ -124,14 +147,14 @@ func Components(o Options) ([]component.Component, error) {
 	}
 	// kube-proxy, flannel and servicelb each act under an identity of their
 	// own, granted what they need by built-in roles or manifests/rbac.yaml.
-	if _, err := issueKubeconfig(o, p, "kube-proxy", p.proxyKubeconfig(), "system:kube-proxy"); err != nil {
+	if _, err := issueKubeconfig(o, p, join.KindKubeProxy, p.proxyKubeconfig()); err != nil {
 		return nil, err
 	}
-	flannelKC, err := issueKubeconfig(o, p, "flannel", filepath.Join(p.root, "flannel.kubeconfig"), "system:kedge-flannel")
+	flannelKC, err := issueKubeconfig(o, p, join.KindFlannel, filepath.Join(p.root, "flannel.kubeconfig"))
 	if err != nil {
 		return nil, err
 	}
-	lbKC, err := issueKubeconfig(o, p, "servicelb", filepath.Join(p.root, "servicelb.kubeconfig"), "system:kedge-servicelb")
+	lbKC, err := issueKubeconfig(o, p, join.KindServiceLB, filepath.Join(p.root, "servicelb.kubeconfig"))
 	if err != nil {
 		return nil, err
 	}
@@ -260,11 +283,11 @@ func Components(o Options) ([]component.Component, error) {
 	return components, nil
 }
 
-// issueKubeconfig gives one of the agent's own components an identity: a
-// client certificate client-<name>.crt for user, and the kubeconfig file.
-func issueKubeconfig(o Options, p paths, name, file, user string) (string, error) {
+// issueKubeconfig gives one of the agent's own components an identity of
+// its kind: a client certificate client-<kind>.crt and the kubeconfig file.
+func issueKubeconfig(o Options, p paths, name, file string) (string, error) {
 	cert, key := filepath.Join(p.tls(), "client-"+name+".crt"), filepath.Join(p.tls(), "client-"+name+".key")
-	if err := pki.IssueClientCert(o.Creds.ClientCACert, o.Creds.ClientCAKey, cert, key, user, nil); err != nil {
+	if err := o.Creds.Issuer.Issue(name, cert, key, nil); err != nil {
 		return "", fmt.Errorf("%s client certificate: %w", name, err)
 	}
 	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: cert, KeyFile: key}

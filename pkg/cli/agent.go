@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -10,6 +13,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/datadir"
+	"github.com/kedge-dev/kedge/pkg/join"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/sdnotify"
 )
@@ -19,30 +23,34 @@ func newAgentCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent: containerd, kubelet and the pod network of a node",
-		Long: `Run a kedge agent: containerd (with runc and the shim kedge carries) and the
-kubelet, registered with the server at --server.
+		Long: `Run a kedge agent: containerd (with runc and the shim kedge carries), the
+kubelet, kube-proxy and flannel, registered with the server at --server.
 
-For now an agent joins the server whose data dir it shares (local
-credentials): run "kedge server --disable-agent" and "kedge agent" on the
-same host with the same --data-dir. Joining remote servers with a token
-comes with the multi-node work.`,
+Join a server with its token (the server's <data-dir>/server/token):
+
+  kedge agent --server https://SERVER:6443 --token K10...
+
+or, in the environment (as install.sh writes it), KEDGE_URL and
+KEDGE_TOKEN. The agent checks the server's CA against the hash in the
+token, then has the server sign its node certificates. Without a token,
+an agent shares the credentials of a server on the same host (same
+--data-dir).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := loadConfig(cmd, &cfg, cfg.ValidateAgent)
 			if err != nil {
 				return err
 			}
-			layout := datadir.Layout{Root: cfg.DataDir}
-			files := pki.FilesIn(layout.TLSDir())
-			if _, err := os.Stat(files.ClientCAKey); err != nil {
-				return fmt.Errorf("no server credentials in %s: an agent currently joins the server sharing its --data-dir (%w)", layout.TLSDir(), err)
-			}
 			removePID, err := datadir.WritePIDFile(cfg.RunDir, "kedge-agent")
 			if err != nil {
 				return err
 			}
 			defer removePID()
-			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, Creds: agent.LocalCredentials(files), Log: log})
+			creds, err := agentCredentials(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, Creds: creds, Log: log})
 			if err != nil {
 				return err
 			}
@@ -53,7 +61,29 @@ comes with the multi-node work.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVarP(&cfg.Server, "server", "s", "https://127.0.0.1:6443", "URL of the server to join")
+	fs.StringVarP(&cfg.Server, "server", "s", "https://127.0.0.1:6443", "URL of the server to join (env KEDGE_URL)")
+	fs.StringVarP(&cfg.Token, "token", "t", "", "join token of the server (its <data-dir>/server/token)")
 	cfg.AddNodeFlags(fs)
 	return cmd
+}
+
+// agentCredentials joins the server with the token, or, without one,
+// shares the credentials of a server on this host.
+func agentCredentials(ctx context.Context, cfg config.Config, log *slog.Logger) (agent.Credentials, error) {
+	if cfg.Token != "" {
+		token, err := join.Parse(cfg.Token)
+		if err != nil {
+			return agent.Credentials{}, fmt.Errorf("--token: %w", err)
+		}
+		remote := &join.Remote{Server: cfg.Server, Token: token, NodeName: agent.NodeName(cfg), Dir: filepath.Join(cfg.DataDir, "agent", "tls"), Log: log}
+		if err := remote.Bootstrap(ctx); err != nil {
+			return agent.Credentials{}, err
+		}
+		return agent.Credentials{ServerCACert: remote.ServerCACert(), ClientCACert: remote.ClientCACert(), Issuer: remote}, nil
+	}
+	files := pki.FilesIn(datadir.Layout{Root: cfg.DataDir}.TLSDir())
+	if _, err := os.Stat(files.ClientCAKey); err != nil {
+		return agent.Credentials{}, fmt.Errorf("no --token (or KEDGE_TOKEN) to join %s with, and no server credentials in %s to share: %w", cfg.Server, filepath.Dir(files.ClientCAKey), err)
+	}
+	return agent.LocalCredentials(files, agent.NodeName(cfg)), nil
 }

@@ -193,3 +193,11 @@ func TestServiceIPAndSplitArg(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvNames(t *testing.T) {
+	for flag, want := range map[string]string{"data-dir": "KEDGE_DATA_DIR", "token": "KEDGE_TOKEN", "server": "KEDGE_URL"} {
+		if got := EnvName(flag); got != want {
+			t.Errorf("EnvName(%q) = %q, want %q", flag, got, want)
+		}
+	}
+}

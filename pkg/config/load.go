@@ -13,8 +13,12 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// EnvName returns the environment variable that sets the flag name.
+// EnvName returns the environment variable that sets the flag name:
+// KEDGE_<FLAG>, except KEDGE_URL for --server, the name k3s users know.
 func EnvName(flag string) string {
+	if flag == "server" {
+		return "KEDGE_URL"
+	}
 	return "KEDGE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 

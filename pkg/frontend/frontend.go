@@ -15,6 +15,8 @@ type Options struct {
 	// ServerCAFile is returned by /cacerts so a joining agent can verify it
 	// against the CA hash in its token.
 	ServerCAFile string
+	// Join serves /v1-kedge/ (join.Signer); nil answers 404 there.
+	Join http.Handler
 }
 
 // Wrap returns a handler serving kedge's unauthenticated paths and passing
@@ -35,7 +37,11 @@ func Wrap(o Options) func(api http.Handler) http.Handler {
 				w.Header().Set("Content-Type", "application/x-pem-file")
 				_, _ = w.Write(ca)
 			case strings.HasPrefix(r.URL.Path, "/v1-kedge/"):
-				http.NotFound(w, r)
+				if o.Join == nil {
+					http.NotFound(w, r)
+					return
+				}
+				o.Join.ServeHTTP(w, r)
 			default:
 				api.ServeHTTP(w, r)
 			}

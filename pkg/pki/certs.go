@@ -371,24 +371,7 @@ func issueLeaf(ca *authority, certPath, keyPath string, spec leafSpec, validity 
 			return err
 		}
 	}
-	serial, err := newSerial()
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: spec.commonName, Organization: spec.orgs},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(validity),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{spec.usage},
-		BasicConstraintsValid: true,
-		AuthorityKeyId:        ca.cert.SubjectKeyId,
-		DNSNames:              spec.dnsNames,
-		IPAddresses:           spec.ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	der, err := signLeaf(ca, key.Public(), spec, validity)
 	if err != nil {
 		return fmt.Errorf("sign cert %s: %w", certPath, err)
 	}
@@ -404,6 +387,28 @@ func issueLeaf(ca *authority, certPath, keyPath string, spec leafSpec, validity 
 		return err
 	}
 	return datadir.WriteFileAtomic(certPath, encodeCert(der), certMode)
+}
+
+// signLeaf signs pub as a leaf certificate for spec, returning its DER.
+func signLeaf(ca *authority, pub crypto.PublicKey, spec leafSpec, validity time.Duration) ([]byte, error) {
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: spec.commonName, Organization: spec.orgs},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(validity),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{spec.usage},
+		BasicConstraintsValid: true,
+		AuthorityKeyId:        ca.cert.SubjectKeyId,
+		DNSNames:              spec.dnsNames,
+		IPAddresses:           spec.ips,
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 }
 
 // sameSet compares string slices ignoring order, since x509 does not

@@ -88,7 +88,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if _, err := join.EnsureServerToken(layout.TokenFile(), caHash, cfg.Token); err != nil {
+	token, err := join.EnsureServerToken(layout.TokenFile(), caHash, cfg.Token)
+	if err != nil {
 		return err
 	}
 
@@ -130,7 +131,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	apiserver := &lazyAPIServer{
 		APIServer: controlplane.APIServer{
 			Listener: ln,
-			Wrap:     frontend.Wrap(frontend.Options{ServerCAFile: tlsFiles.ServerCACert}),
+			Wrap:     frontend.Wrap(frontend.Options{ServerCAFile: tlsFiles.ServerCACert, Join: &join.Signer{Token: token, TLS: tlsFiles}}),
 			Probe:    probe,
 			Log:      log.With("component", "kube-apiserver"),
 		},
@@ -178,7 +179,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		node, err := agent.Components(agent.Options{
 			Config:    cfg,
 			ServerURL: apiURL,
-			Creds:     agent.LocalCredentials(tlsFiles),
+			Creds:     agent.LocalCredentials(tlsFiles, agent.NodeName(cfg)),
 			Log:       log,
 		})
 		if err != nil {

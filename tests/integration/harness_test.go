@@ -125,6 +125,7 @@ type node struct {
 	port       int
 	kubeconfig string
 	args       []string
+	env        []string // extra environment, e.g. KEDGE_TOKEN
 	cmd        *exec.Cmd
 	exited     chan struct{}
 	exitErr    error
@@ -235,7 +236,7 @@ func (n *node) start() error {
 	fmt.Fprintf(log, "=== start %s %s\n", kedgeBin, strings.Join(n.args, " "))
 	n.cmd = inNetns(n.netns, kedgeBin, n.args...)
 	n.cmd.Stdout, n.cmd.Stderr = log, log
-	n.cmd.Env = cleanEnv()
+	n.cmd.Env = append(cleanEnv(), n.env...)
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := n.cmd.Start(); err != nil {
 		log.Close()

@@ -132,19 +132,38 @@ func twoNodes(t *testing.T, backend string) {
 		t.Fatal(err)
 	}
 
-	// The agent in B, with a copy of the server's credentials (joining by
-	// token is not implemented yet).
+	// Node A's kubelet must be up before B's starts: every kubelet binds
+	// the fixed /var/lib/kubelet/device-plugins/kubelet.sock, and two
+	// starting at once make one exit (one kubelet per host, as upstream).
+	eventually(t, 2*time.Minute, "node A Ready", func() error {
+		out, _ := a.kubectlErr("get", "node", "node-a", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if out != "True" {
+			return fmt.Errorf("Ready=%q", out)
+		}
+		return nil
+	})
+
+	// The agent in B joins with the server's token, given in the
+	// environment as install.sh's env file gives it.
 	b := &node{netns: nsB, dir: t.TempDir(), port: a.port, kubeconfig: a.kubeconfig}
 	os.WriteFile(filepath.Join(b.dir, "config.yaml"), nil, 0o600)
-	mustRun(t, "cp", "-a", filepath.Join(a.dataDir(), "server", "tls"), filepath.Join(b.dir, "tls"))
-	os.MkdirAll(filepath.Join(b.dataDir(), "server"), 0o700)
-	mustRun(t, "mv", filepath.Join(b.dir, "tls"), filepath.Join(b.dataDir(), "server", "tls"))
+	token, err := os.ReadFile(filepath.Join(a.dataDir(), "server", "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.env = []string{"KEDGE_URL=" + fmt.Sprintf("https://10.250.0.1:%d", a.port), "KEDGE_TOKEN=" + strings.TrimSpace(string(token))}
 	for _, img := range []string{"hello-v1.tar", "worker.tar"} {
 		copyFile(filepath.Join(imagesDir, img), filepath.Join(b.dataDir(), "agent", "images", img))
 	}
+	// A token naming another CA is refused before anything is set up.
+	bad := inNetns(nsB, kedgeBin, "agent", "--data-dir", filepath.Join(b.dir, "bad"), "--run-dir", filepath.Join(b.dir, "bad-run"),
+		"--server", fmt.Sprintf("https://10.250.0.1:%d", a.port), "--token", "K10"+strings.Repeat("0", 64)+"::server:nope")
+	bad.Env = cleanEnv()
+	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), "is not the one the token names") {
+		t.Errorf("an agent with another cluster's token: %v\n%s", err, out)
+	}
 	b.args = []string{"agent", "--config", filepath.Join(b.dir, "config.yaml"),
 		"--data-dir", b.dataDir(), "--run-dir", filepath.Join(b.dir, "run"),
-		"--server", fmt.Sprintf("https://10.250.0.1:%d", a.port),
 		"--node-ip", "10.250.0.2", "--node-name", "node-b",
 		"--flannel-iface", "kedge-vb", "--kubelet-arg", "cgroup-root=/kedge-test-b",
 		"--flannel-backend", backend}

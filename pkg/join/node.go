@@ -1,0 +1,248 @@
+package join
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kedge-dev/kedge/pkg/datadir"
+	"github.com/kedge-dev/kedge/pkg/pki"
+)
+
+// SignPath is where a joining agent asks the server to sign its node
+// certificates, authenticated with the join token.
+const SignPath = "/v1-kedge/sign"
+
+// Kinds of node certificate, and the identity the server gives each.
+const (
+	KindKubelet        = "kubelet"         // system:node:<node>, group system:nodes
+	KindKubeletServing = "kubelet-serving" // the kubelet's serving certificate
+	KindKubeProxy      = "kube-proxy"      // system:kube-proxy
+	KindFlannel        = "flannel"         // system:kedge-flannel
+	KindServiceLB      = "servicelb"       // system:kedge-servicelb
+)
+
+// LeafFor is the certificate of kind for node: the server's decision,
+// which the agent mirrors to know when to ask again.
+func LeafFor(kind, node string, sans []string) (leaf pki.Leaf, clientCert bool, err error) {
+	switch kind {
+	case KindKubelet:
+		return pki.Leaf{CommonName: "system:node:" + node, Orgs: []string{"system:nodes"}}, true, nil
+	case KindKubeletServing:
+		return pki.Leaf{CommonName: node, Serving: true, SANs: sans}, false, nil
+	case KindKubeProxy:
+		return pki.Leaf{CommonName: "system:kube-proxy"}, true, nil
+	case KindFlannel:
+		return pki.Leaf{CommonName: "system:kedge-flannel"}, true, nil
+	case KindServiceLB:
+		return pki.Leaf{CommonName: "system:kedge-servicelb"}, true, nil
+	}
+	return pki.Leaf{}, false, fmt.Errorf("unknown certificate kind %q", kind)
+}
+
+type signRequest struct {
+	Kind     string   `json:"kind"`
+	NodeName string   `json:"nodeName"`
+	SANs     []string `json:"sans,omitempty"`
+	CSR      string   `json:"csr"`
+}
+
+type signResponse struct {
+	Cert     string `json:"cert"`
+	ClientCA string `json:"clientCA"`
+}
+
+// Signer serves SignPath on the server: a request carrying the join token
+// (HTTP basic auth, the token's user and secret) gets its CSR signed with
+// the identity its kind calls for.
+type Signer struct {
+	Token Token
+	TLS   pki.Files
+}
+
+func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != SignPath {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	user, secret, ok := r.BasicAuth()
+	if !ok || user != s.Token.Username || subtle.ConstantTimeCompare([]byte(secret), []byte(s.Token.Secret)) != 1 {
+		http.Error(w, "invalid join token", http.StatusUnauthorized)
+		return
+	}
+	var req signRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if errs := validation.IsDNS1123Subdomain(req.NodeName); len(errs) > 0 {
+		http.Error(w, fmt.Sprintf("node name %q: %s", req.NodeName, strings.Join(errs, "; ")), http.StatusBadRequest)
+		return
+	}
+	leaf, client, err := LeafFor(req.Kind, req.NodeName, req.SANs)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	caCert, caKey := s.TLS.ServerCACert, s.TLS.ServerCAKey
+	if client {
+		caCert, caKey = s.TLS.ClientCACert, s.TLS.ClientCAKey
+	}
+	cert, err := pki.SignRequest(caCert, caKey, []byte(req.CSR), leaf)
+	if err != nil {
+		http.Error(w, "sign: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	clientCA, err := os.ReadFile(s.TLS.ClientCACert)
+	if err != nil {
+		http.Error(w, "client CA unavailable", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(signResponse{Cert: string(cert), ClientCA: string(clientCA)})
+}
+
+// Remote is an agent's link to a server it joins with a token: it pins
+// the server's CA (checked against the token's hash) and has the server
+// sign its node certificates. Files live in Dir.
+type Remote struct {
+	Server   string
+	Token    Token
+	NodeName string
+	Dir      string
+	Log      *slog.Logger
+
+	client *http.Client
+}
+
+// ServerCACert and ClientCACert are the CA files Bootstrap writes.
+func (r *Remote) ServerCACert() string { return filepath.Join(r.Dir, "server-ca.crt") }
+func (r *Remote) ClientCACert() string { return filepath.Join(r.Dir, "client-ca.crt") }
+
+// Bootstrap fetches the server's CA from /cacerts, verifies it against
+// the token, and keeps it. It retries until the server answers or ctx
+// ends; a CA that does not match the token stops it at once.
+func (r *Remote) Bootstrap(ctx context.Context) error {
+	if err := os.MkdirAll(r.Dir, 0o700); err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		ca, err := r.fetchCA(ctx)
+		if err == nil {
+			if err := r.verify(ca); err != nil {
+				return err
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(ca) {
+				return fmt.Errorf("%s/cacerts: no certificate in the answer", r.Server)
+			}
+			r.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+			return datadir.WriteFileAtomic(r.ServerCACert(), ca, 0o644)
+		}
+		if attempt%5 == 0 {
+			r.Log.Info("waiting for the server", "server", r.Server, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join %s: %w (last error: %v)", r.Server, ctx.Err(), err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (r *Remote) fetchCA(ctx context.Context) ([]byte, error) {
+	// The CA is not trusted yet: it is checked against the token after.
+	insecure := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // verified by hash
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(r.Server, "/")+"/cacerts", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := insecure.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /cacerts: %s", resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+}
+
+func (r *Remote) verify(ca []byte) error {
+	if r.Token.CAHash == "" {
+		r.Log.Warn("the token has no CA hash: trusting the server's CA without checking it (use the full K10... token from the server's token file)")
+		return nil
+	}
+	sum := sha256.Sum256(ca)
+	if got := hex.EncodeToString(sum[:]); got != r.Token.CAHash {
+		return fmt.Errorf("the CA of %s (sha256 %s) is not the one the token names (%s): wrong server, or a token from another cluster", r.Server, got, r.Token.CAHash)
+	}
+	return nil
+}
+
+// Issue makes sure certPath/keyPath hold a valid certificate of kind,
+// asking the server to sign a new one when needed.
+func (r *Remote) Issue(kind, certPath, keyPath string, sans []string) error {
+	leaf, client, err := LeafFor(kind, r.NodeName, sans)
+	if err != nil {
+		return err
+	}
+	ca := r.ServerCACert()
+	if client {
+		ca = r.ClientCACert()
+	}
+	if pki.NeedsCert(ca, certPath, keyPath, leaf) == "" {
+		return nil
+	}
+	if r.client == nil {
+		return errors.New("join: Bootstrap first")
+	}
+	csr, err := pki.CertificateRequest(keyPath)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(signRequest{Kind: kind, NodeName: r.NodeName, SANs: sans, CSR: string(csr)})
+	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(r.Server, "/")+SignPath, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(r.Token.Username, r.Token.Secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s certificate: %w", kind, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s certificate: the server said %s: %s", kind, resp.Status, strings.TrimSpace(string(data)))
+	}
+	var out signResponse
+	if err := json.Unmarshal(data, &out); err != nil {
+		return fmt.Errorf("%s certificate: %w", kind, err)
+	}
+	if err := datadir.WriteFileAtomic(r.ClientCACert(), []byte(out.ClientCA), 0o644); err != nil {
+		return err
+	}
+	return pki.WriteCert(certPath, keyPath, []byte(out.Cert))
+}
