@@ -249,3 +249,58 @@ func TestSourceRanges(t *testing.T) {
 		t.Error("no ranges admit everyone")
 	}
 }
+
+// TestRelayUDP relays a datagram to an endpoint and its reply back.
+func TestRelayUDP(t *testing.T) {
+	echo, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = echo.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+		}
+	}()
+	epPort := int32(echo.LocalAddr().(*net.UDPAddr).Port)
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = indexer.Add(&discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "dns-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "dns"}},
+		Endpoints:  []discoveryv1.Endpoint{{Addresses: []string{"127.0.0.1"}}},
+		Ports:      []discoveryv1.EndpointPort{{Name: ptr.To("dns"), Port: ptr.To(epPort), Protocol: ptr.To(corev1.ProtocolUDP)}},
+	})
+	s := &Speaker{NodeName: "a", slices: listersv1.NewEndpointSliceLister(indexer), Log: slog.New(slog.DiscardHandler)}
+	free, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Port{corev1.ProtocolUDP, int32(free.LocalAddr().(*net.UDPAddr).Port)}
+	free.Close()
+	h, err := listen(p, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.close()
+	h.target.Store(&target{namespace: "default", name: "dns", portName: "dns"})
+	c, err := net.Dial("udp", "127.0.0.1:"+strconv.Itoa(int(p.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	for _, msg := range []string{"one", "two"} {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != "echo:"+msg {
+			t.Fatalf("reply %q, %v", buf[:n], err)
+		}
+	}
+}
