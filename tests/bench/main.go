@@ -137,6 +137,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	began := time.Now()
 	res := newResults()
+	res.LoadStart = loadAverage()
 	if o.only[groupSize] {
 		if err := measureSizes(o, res); err != nil {
 			return err
@@ -174,7 +175,7 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	res.Elapsed = time.Since(began).Round(time.Second).String()
-	res.Load = loadAverage()
+	res.LoadEnd = loadAverage()
 	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err

@@ -62,12 +62,15 @@ type runResult struct {
 }
 
 type results struct {
-	Machine string                         `json:"machine"`
-	Load    string                         `json:"loadAverageAtEnd"`
-	Elapsed string                         `json:"elapsed"`
-	Figures map[string]map[string]*summary `json:"figures"`
-	Runs    []*runResult                   `json:"runs"`
-	Notes   map[string]any                 `json:"notes,omitempty"`
+	Machine string `json:"machine"`
+	// Load averages (1, 5, 15 min) before and after: the host may be
+	// shared, and its load shows in the timings.
+	LoadStart string                         `json:"loadAverageAtStart"`
+	LoadEnd   string                         `json:"loadAverageAtEnd"`
+	Elapsed   string                         `json:"elapsed"`
+	Figures   map[string]map[string]*summary `json:"figures"`
+	Runs      []*runResult                   `json:"runs"`
+	Notes     map[string]any                 `json:"notes,omitempty"`
 }
 
 func newResults() *results {
