@@ -59,6 +59,20 @@ func kedgeBin(t *testing.T) string {
 	return bin
 }
 
+// releaseBin is the release binary to install where one must run:
+// $KEDGE_RELEASE_BIN (scripts/test makes it from bin/kedge with
+// scripts/release: the launcher with kedge appended), else kedgeBin.
+func releaseBin(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("KEDGE_RELEASE_BIN"); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("KEDGE_RELEASE_BIN: %v", err)
+		}
+		return bin
+	}
+	return kedgeBin(t)
+}
+
 // release is a directory of release artifacts served over HTTP on loopback.
 type release struct {
 	dir string

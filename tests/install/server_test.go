@@ -39,7 +39,7 @@ func TestServerFromUnitThenUninstall(t *testing.T) {
 		t.Fatalf("stock kubectl: %v", err)
 	}
 	rel := newRelease(t)
-	rel.publishFile(t, kedgeBin(t))
+	rel.publishFile(t, releaseBin(t))
 	netns := newNetns(t)
 	t.Cleanup(cgroupRoot(t, cgroupName))
 
@@ -102,6 +102,15 @@ func TestServerFromUnitThenUninstall(t *testing.T) {
 		}
 		return nil
 	})
+	// A release binary (launcher + compressed kedge) runs the kedge it
+	// extracted into the data dir.
+	if os.Getenv("KEDGE_RELEASE_BIN") != "" {
+		extracted, _ := filepath.Glob(h.path("var/lib/kedge/data/*/kedge"))
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", k.cmd.Process.Pid))
+		if len(extracted) != 1 || err != nil || exe != extracted[0] {
+			t.Errorf("kedge runs %q (%v); extracted: %v", exe, err, extracted)
+		}
+	}
 	// A pod: containers, mounts, the pod bridge and its rules to clean up.
 	pod := `apiVersion: v1
 kind: Pod
