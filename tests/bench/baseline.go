@@ -16,6 +16,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/agent/cni"
 	"github.com/kedge-dev/kedge/pkg/agent/containerd"
 	"github.com/kedge-dev/kedge/pkg/agent/hostinfo"
+	"github.com/kedge-dev/kedge/pkg/agent/kubelet"
 	"github.com/kedge-dev/kedge/pkg/payload"
 	"github.com/kedge-dev/kedge/pkg/pki"
 )
@@ -127,18 +128,17 @@ func (b *baselineSystem) prepare(ctx context.Context) error {
 	if facts.SystemdCgroups {
 		driver = "systemd"
 	}
-	var kc bytes.Buffer
-	if err := kubeletConfig.Execute(&kc, map[string]any{
-		"ClientCAFile": f.ClientCACert, "TLSCertFile": filepath.Join(tls, "kubelet.crt"), "TLSKeyFile": filepath.Join(tls, "kubelet.key"),
-		"CgroupDriver": driver, "CgroupV1": !facts.CgroupV2, "ClusterDNS": clusterDNS,
-		"RuntimeEndpoint": "unix://" + b.socket(), "StaticPodPath": b.path("manifests"),
-	}); err != nil {
-		return err
-	}
 	if err := os.MkdirAll(b.path("manifests"), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(b.path("kubelet-config.yaml"), kc.Bytes(), 0o644); err != nil {
+	// The same KubeletConfiguration kedge writes, so both kubelets run
+	// with the same settings.
+	if err := kubelet.WriteConfig(b.path("kubelet-config.yaml"), kubelet.ConfigData{
+		ClientCAFile: f.ClientCACert, TLSCertFile: filepath.Join(tls, "kubelet.crt"), TLSKeyFile: filepath.Join(tls, "kubelet.key"),
+		CgroupDriver: driver, CgroupV1: !facts.CgroupV2, ClusterDNS: clusterDNS, ClusterDomain: "cluster.local",
+		RuntimeEndpoint: "unix://" + b.socket(), StaticPodPath: b.path("manifests"), ResolvConf: "/etc/resolv.conf",
+		HealthzPort: 10248, Port: 10250,
+	}); err != nil {
 		return err
 	}
 	return b.preloadImages(ctx)
@@ -308,44 +308,3 @@ func (b *baselineSystem) logs() []string {
 	}
 	return l
 }
-
-// kubeletConfig mirrors the KubeletConfiguration kedge writes
-// (pkg/agent/kubelet), so both kubelets run with the same settings.
-var kubeletConfig = template.Must(template.New("kubelet").Option("missingkey=error").Parse(`apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-address: 0.0.0.0
-port: 10250
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: 10248
-authentication:
-  anonymous:
-    enabled: false
-  webhook:
-    enabled: true
-    cacheTTL: 2m0s
-  x509:
-    clientCAFile: {{.ClientCAFile}}
-authorization:
-  mode: Webhook
-tlsCertFile: {{.TLSCertFile}}
-tlsPrivateKeyFile: {{.TLSKeyFile}}
-cgroupDriver: {{.CgroupDriver}}
-{{- if .CgroupV1}}
-failCgroupV1: false
-{{- end}}
-clusterDNS:
-- {{.ClusterDNS}}
-clusterDomain: cluster.local
-containerRuntimeEndpoint: {{.RuntimeEndpoint}}
-staticPodPath: {{.StaticPodPath}}
-resolvConf: /etc/resolv.conf
-failSwapOn: false
-serializeImagePulls: false
-evictionHard:
-  imagefs.available: 5%
-  nodefs.available: 5%
-evictionMinimumReclaim:
-  imagefs.available: 10%
-  nodefs.available: 10%
-`))

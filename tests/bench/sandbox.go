@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kedge-dev/kedge/tests/internal/cgroup"
 )
 
 // The network every sandbox gets besides loopback: a veth pair with both
@@ -74,19 +75,7 @@ func newSandbox(workDir string) (*sandbox, error) {
 		}
 	}
 	// The kubelet wants its cgroup root to exist, in every v1 hierarchy.
-	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		hierarchies = []string{"/sys/fs/cgroup"}
-	}
-	for _, h := range hierarchies {
-		if st, err := os.Stat(h); err != nil || !st.IsDir() {
-			continue
-		}
-		d := filepath.Join(h, s.name)
-		if err := os.Mkdir(d, 0o755); err == nil {
-			s.cgroupDirs = append(s.cgroupDirs, d)
-		}
-	}
+	s.cgroupDirs = cgroup.Create(s.name)
 	return s, nil
 }
 
@@ -175,7 +164,9 @@ func (s *sandbox) cleanup(keep bool) {
 	}
 	s.unmountAll()
 	s.removePodFiles()
-	removeCgroups(s.cgroupDirs)
+	for _, d := range cgroup.Remove(s.cgroupDirs, 15*time.Second) {
+		logf("cleanup: cgroup %s could not be removed", d)
+	}
 	if out, err := exec.Command("ip", "netns", "delete", s.name).CombinedOutput(); err != nil {
 		logf("cleanup %s: ip netns delete: %v: %s", s.name, err, out)
 	}
@@ -381,35 +372,6 @@ func readLines(path string) []string {
 		}
 	}
 	return out
-}
-
-// removeCgroups removes the cgroups depth first, retrying while killed
-// processes leave them.
-func removeCgroups(dirs []string) {
-	deadline := time.Now().Add(15 * time.Second)
-	for _, d := range dirs {
-		for {
-			var all []string
-			filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
-				if err == nil && e.IsDir() {
-					all = append(all, p)
-				}
-				return nil
-			})
-			for i := len(all) - 1; i >= 0; i-- {
-				syscall.Rmdir(all[i])
-			}
-			_, err := os.Stat(d)
-			if errors.Is(err, os.ErrNotExist) {
-				break
-			}
-			if time.Now().After(deadline) {
-				logf("cleanup: cgroup %s could not be removed", d)
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
 }
 
 // tail returns the last n lines of a file.

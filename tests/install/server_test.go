@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kedge-dev/kedge/tests/internal/cgroup"
 )
 
 const (
@@ -402,54 +404,14 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 	t.Fatalf("%s: not true after %s: %v", what, timeout, err)
 }
 
-// cgroupHierarchies lists the cgroup v2 root, or every v1 hierarchy.
-func cgroupHierarchies() []string {
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		return []string{"/sys/fs/cgroup"}
-	}
-	var dirs []string
-	all, _ := filepath.Glob("/sys/fs/cgroup/*")
-	for _, h := range all {
-		if st, err := os.Stat(h); err == nil && st.IsDir() {
-			dirs = append(dirs, h)
-		}
-	}
-	return dirs
-}
-
 // cgroupRoot creates the kubelet's cgroup root in every hierarchy, so this
 // kubelet never manages another's pods, and returns a function removing it.
 func cgroupRoot(t *testing.T, name string) func() {
 	t.Helper()
-	var dirs []string
-	for _, h := range cgroupHierarchies() {
-		d := filepath.Join(h, name)
-		if err := os.Mkdir(d, 0o755); err == nil {
-			dirs = append(dirs, d)
-		}
-	}
+	dirs := cgroup.Create(name)
 	return func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for _, d := range dirs {
-			for {
-				var all []string
-				filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
-					if err == nil && e.IsDir() {
-						all = append(all, p)
-					}
-					return nil
-				})
-				for i := len(all) - 1; i >= 0; i-- {
-					syscall.Rmdir(all[i])
-				}
-				if _, err := os.Stat(d); os.IsNotExist(err) || time.Now().After(deadline) {
-					if err == nil {
-						t.Errorf("cgroup %s could not be removed", d)
-					}
-					break
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
+		for _, d := range cgroup.Remove(dirs, 10*time.Second) {
+			t.Errorf("cgroup %s could not be removed", d)
 		}
 	}
 }
@@ -457,7 +419,7 @@ func cgroupRoot(t *testing.T, name string) func() {
 // cgroupProcs lists the processes in cgroup name and below.
 func cgroupProcs(name string) []string {
 	var procs []string
-	for _, h := range cgroupHierarchies() {
+	for _, h := range cgroup.Hierarchies() {
 		filepath.WalkDir(filepath.Join(h, name), func(p string, e os.DirEntry, err error) error {
 			if err == nil && e.Name() == "cgroup.procs" {
 				data, _ := os.ReadFile(p)

@@ -99,22 +99,7 @@ func startLBNode(t *testing.T, n *node, extra ...string) {
 // Local, node selection, established connections across a restart, the
 // nftables kube-proxy and --disable servicelb.
 func TestZZZZYServiceLB(t *testing.T) {
-	mustRun(t, "ip", "netns", "add", lbNS)
-	t.Cleanup(func() { exec.Command("ip", "netns", "delete", lbNS).Run() })
-	mustRun(t, "ip", "netns", "add", lbClientNS)
-	t.Cleanup(func() { exec.Command("ip", "netns", "delete", lbClientNS).Run() })
-	mustRun(t, "ip", "link", "add", "kedge-lbn", "netns", lbNS, "type", "veth", "peer", "name", "kedge-lbc", "netns", lbClientNS)
-	for _, c := range [][]string{
-		{lbNS, "addr", "add", lbNodeIP + "/24", "dev", "kedge-lbn"},
-		{lbClientNS, "addr", "add", lbClientIP + "/24", "dev", "kedge-lbc"},
-		{lbClientNS, "addr", "add", lbOtherClientIP + "/24", "dev", "kedge-lbc"},
-		{lbNS, "link", "set", "kedge-lbn", "up"},
-		{lbClientNS, "link", "set", "kedge-lbc", "up"},
-		{lbNS, "link", "set", "lo", "up"},
-		{lbClientNS, "link", "set", "lo", "up"},
-	} {
-		mustRun(t, "ip", append([]string{"-n", c[0]}, c[1:]...)...)
-	}
+	vethPair(t, lbNS, "kedge-lbn", []string{lbNodeIP + "/24"}, lbClientNS, "kedge-lbc", []string{lbClientIP + "/24", lbOtherClientIP + "/24"})
 	t.Cleanup(cgroupRoot(t, "kedge-test-lb"))
 	t.Cleanup(func() {
 		if procs := testContainers("/kedge-test-lb"); len(procs) > 0 {

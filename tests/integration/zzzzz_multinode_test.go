@@ -6,9 +6,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kedge-dev/kedge/tests/internal/cgroup"
 )
 
 // mustRun runs a command and fails the test on error.
@@ -24,45 +25,35 @@ func mustRun(t *testing.T, name string, args ...string) {
 // other's pods, and returns a function removing it.
 func cgroupRoot(t *testing.T, name string) func() {
 	t.Helper()
-	var dirs []string
-	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		hierarchies = []string{"/sys/fs/cgroup"}
-	}
-	for _, h := range hierarchies {
-		if st, err := os.Stat(h); err != nil || !st.IsDir() {
-			continue
-		}
-		d := filepath.Join(h, name)
-		if err := os.Mkdir(d, 0o755); err == nil {
-			dirs = append(dirs, d)
-		}
-	}
+	dirs := cgroup.Create(name)
 	return func() {
 		// Killed processes take a moment to leave their cgroups.
-		deadline := time.Now().Add(10 * time.Second)
-		for _, d := range dirs {
-			for {
-				// Depth first: a cgroup is removed once its children are.
-				var all []string
-				filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
-					if err == nil && e.IsDir() {
-						all = append(all, p)
-					}
-					return nil
-				})
-				for i := len(all) - 1; i >= 0; i-- {
-					syscall.Rmdir(all[i])
-				}
-				if _, err := os.Stat(d); os.IsNotExist(err) || time.Now().After(deadline) {
-					if err == nil {
-						t.Errorf("cgroup %s could not be removed", d)
-					}
-					break
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
+		for _, d := range cgroup.Remove(dirs, 10*time.Second) {
+			t.Errorf("cgroup %s could not be removed", d)
 		}
+	}
+}
+
+// vethPair makes network namespaces a and b (deleted when the test ends),
+// joined by a veth pair ifA-ifB with the given addresses, loopback up and
+// no default route: every component is given its address, and nothing
+// can leave the pair.
+func vethPair(t *testing.T, a, ifA string, addrsA []string, b, ifB string, addrsB []string) {
+	t.Helper()
+	for _, ns := range []string{a, b} {
+		mustRun(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
+	}
+	mustRun(t, "ip", "link", "add", ifA, "netns", a, "type", "veth", "peer", "name", ifB, "netns", b)
+	for _, side := range []struct {
+		ns, link string
+		addrs    []string
+	}{{a, ifA, addrsA}, {b, ifB, addrsB}} {
+		for _, addr := range side.addrs {
+			mustRun(t, "ip", "-n", side.ns, "addr", "add", addr, "dev", side.link)
+		}
+		mustRun(t, "ip", "-n", side.ns, "link", "set", side.link, "up")
+		mustRun(t, "ip", "-n", side.ns, "link", "set", "lo", "up")
 	}
 }
 
@@ -78,23 +69,7 @@ func TestZZZZZTwoNodes(t *testing.T) {
 
 func twoNodes(t *testing.T, backend string) {
 	const nsA, nsB = "kedge-test-a", "kedge-test-b"
-	mustRun(t, "ip", "netns", "add", nsA)
-	t.Cleanup(func() { exec.Command("ip", "netns", "delete", nsA).Run() })
-	mustRun(t, "ip", "netns", "add", nsB)
-	t.Cleanup(func() { exec.Command("ip", "netns", "delete", nsB).Run() })
-	mustRun(t, "ip", "link", "add", "kedge-va", "netns", nsA, "type", "veth", "peer", "name", "kedge-vb", "netns", nsB)
-	for _, c := range [][]string{
-		{nsA, "addr", "add", "10.250.0.1/24", "dev", "kedge-va"},
-		{nsB, "addr", "add", "10.250.0.2/24", "dev", "kedge-vb"},
-		{nsA, "link", "set", "kedge-va", "up"},
-		{nsB, "link", "set", "kedge-vb", "up"},
-		{nsA, "link", "set", "lo", "up"},
-		{nsB, "link", "set", "lo", "up"},
-	} {
-		// No default route: every component is given its address, and
-		// nothing can leave the pair.
-		mustRun(t, "ip", append([]string{"-n", c[0]}, c[1:]...)...)
-	}
+	vethPair(t, nsA, "kedge-va", []string{"10.250.0.1/24"}, nsB, "kedge-vb", []string{"10.250.0.2/24"})
 	t.Cleanup(cgroupRoot(t, "kedge-test-a"))
 	t.Cleanup(cgroupRoot(t, "kedge-test-b"))
 	t.Cleanup(func() {
