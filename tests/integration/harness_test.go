@@ -361,10 +361,15 @@ func kubectlRunIn(netns, kubeconfig, stdin string, args ...string) (string, erro
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	// On success only stdout counts: kubectl also logs to stderr (e.g. a
+	// spurious "Unknown stream id" from exec over websockets). A failure
+	// returns both, for its error message.
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
 }
 
 // kubectl runs kubectl and fails the test on error.

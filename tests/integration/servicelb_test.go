@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -140,6 +142,9 @@ func TestServiceLBPortConflicts(t *testing.T) {
 			if err != nil {
 				return
 			}
+			// Read the request first: closing with unread data resets
+			// the connection.
+			_, _ = http.ReadRequest(bufio.NewReader(c))
 			fmt.Fprint(c, "HTTP/1.0 200 OK\r\n\r\nhost process\n")
 			c.Close()
 		}
