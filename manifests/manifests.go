@@ -4,7 +4,9 @@ package manifests
 
 import "embed"
 
-// FS holds one manifest file per add-on, named <addon>.yaml.
+// FS holds one manifest file per add-on, named <addon>.yaml, which the
+// add-on deployer applies; ingress/ holds what pkg/ingress applies only
+// when an Ingress needs it.
 //
-//go:embed *.yaml
+//go:embed *.yaml ingress/*.yaml
 var FS embed.FS

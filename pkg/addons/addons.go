@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"text/template"
 	"time"
@@ -41,6 +42,10 @@ type Values struct {
 	ClusterDNS    string
 	ClusterDomain string
 	CoreDNSImage  string
+	// ServerCABundle is the server CA, base64 (an APIService's caBundle).
+	ServerCABundle string
+	// TraefikImage is the Ingress controller's image.
+	TraefikImage string
 }
 
 const fieldManager = "kedge"
@@ -55,10 +60,8 @@ type Deployer struct {
 	Interval time.Duration
 	Log      *slog.Logger
 
-	client  dynamic.Interface
-	mapper  meta.ResettableRESTMapper
+	applier *Applier
 	applied atomic.Bool
-	kept    map[string]bool // objects whose user changes were kept (logged once)
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -66,17 +69,11 @@ type Deployer struct {
 func (d *Deployer) Name() string { return "addons" }
 
 func (d *Deployer) Start(context.Context) error {
-	client, err := dynamic.NewForConfig(d.Config)
+	a, err := NewApplier(d.Config, d.Log)
 	if err != nil {
 		return err
 	}
-	disc, err := discovery.NewDiscoveryClientForConfig(d.Config)
-	if err != nil {
-		return err
-	}
-	d.client = client
-	d.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	d.kept = map[string]bool{}
+	d.applier = a
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel, d.done = cancel, make(chan struct{})
 	go d.loop(ctx)
@@ -102,15 +99,18 @@ func (d *Deployer) Stop() error {
 func (d *Deployer) loop(ctx context.Context) {
 	defer close(d.done)
 	for {
+		wait := d.Interval
 		if err := d.applyAll(ctx); err != nil {
 			d.Log.Warn("applying manifests", "err", err)
+			// A CRD applied a moment ago, say: try again soon.
+			wait = min(wait, 5*time.Second)
 		} else {
 			d.applied.Store(true)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(d.Interval):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -125,16 +125,16 @@ func (d *Deployer) applyAll(ctx context.Context) error {
 	}
 	for _, file := range names {
 		addon := strings.TrimSuffix(file, ".yaml")
-		data, err := d.render(file)
+		data, err := Render(d.Embedded, file, d.Values)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if d.Disabled[addon] {
-			errs = append(errs, d.deleteAll(ctx, file, data))
+			errs = append(errs, d.applier.Delete(ctx, file, data))
 			continue
 		}
-		errs = append(errs, d.applyFile(ctx, file, data))
+		errs = append(errs, d.applier.Apply(ctx, file, data))
 	}
 	for _, file := range d.userFiles() {
 		data, err := os.ReadFile(file)
@@ -142,13 +142,14 @@ func (d *Deployer) applyAll(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, d.applyFile(ctx, file, data))
+		errs = append(errs, d.applier.Apply(ctx, file, data))
 	}
 	return errors.Join(errs...)
 }
 
-func (d *Deployer) render(file string) ([]byte, error) {
-	text, err := fs.ReadFile(d.Embedded, file)
+// Render executes the manifest template file of fsys with values.
+func Render(fsys fs.FS, file string, values Values) ([]byte, error) {
+	text, err := fs.ReadFile(fsys, file)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +158,7 @@ func (d *Deployer) render(file string) ([]byte, error) {
 		return nil, fmt.Errorf("manifest %s: %w", file, err)
 	}
 	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, d.Values); err != nil {
+	if err := tmpl.Execute(&buf, values); err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", file, err)
 	}
 	return buf.Bytes(), nil
@@ -196,12 +197,42 @@ func Decode(data []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-func (d *Deployer) resource(u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+// Applier applies manifests with server-side apply (field manager kedge,
+// no force: a field someone else took over keeps their value) and deletes
+// their objects.
+type Applier struct {
+	client dynamic.Interface
+	mapper meta.ResettableRESTMapper
+	log    *slog.Logger
+
+	mu   sync.Mutex
+	kept map[string]bool // objects whose user changes were kept (logged once)
+}
+
+// NewApplier returns an Applier acting as cfg's identity.
+func NewApplier(cfg *rest.Config, log *slog.Logger) (*Applier, error) {
+	client, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Applier{
+		client: client,
+		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)),
+		log:    log,
+		kept:   map[string]bool{},
+	}, nil
+}
+
+func (a *Applier) resource(u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
 	gvk := u.GroupVersionKind()
-	mapping, err := d.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
 		// A CRD applied a moment ago: look again next time.
-		d.mapper.Reset()
+		a.mapper.Reset()
 		return nil, err
 	}
 	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
@@ -209,12 +240,13 @@ func (d *Deployer) resource(u *unstructured.Unstructured) (dynamic.ResourceInter
 		if ns == "" {
 			ns = "default"
 		}
-		return d.client.Resource(mapping.Resource).Namespace(ns), nil
+		return a.client.Resource(mapping.Resource).Namespace(ns), nil
 	}
-	return d.client.Resource(mapping.Resource), nil
+	return a.client.Resource(mapping.Resource), nil
 }
 
-func (d *Deployer) applyFile(ctx context.Context, file string, data []byte) error {
+// Apply applies every object of the manifest data read from file.
+func (a *Applier) Apply(ctx context.Context, file string, data []byte) error {
 	objs, err := Decode(data)
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", file, err)
@@ -222,7 +254,7 @@ func (d *Deployer) applyFile(ctx context.Context, file string, data []byte) erro
 	var errs []error
 	for _, u := range objs {
 		key := file + ":" + u.GetKind() + "/" + u.GetNamespace() + "/" + u.GetName()
-		ri, err := d.resource(u)
+		ri, err := a.resource(u)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("manifest %s: %s %s: %w", file, u.GetKind(), u.GetName(), err))
 			continue
@@ -232,36 +264,39 @@ func (d *Deployer) applyFile(ctx context.Context, file string, data []byte) erro
 			return err
 		}
 		_, err = ri.Patch(ctx, u.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: fieldManager})
+		a.mu.Lock()
 		switch {
 		case err == nil:
-			delete(d.kept, key)
+			delete(a.kept, key)
 		case apierrors.IsConflict(err):
 			// Someone else now owns a field we set: keep their change.
-			if !d.kept[key] {
-				d.Log.Info("keeping a user's change to an add-on object", "manifest", file, "object", key, "detail", err.Error())
-				d.kept[key] = true
+			if !a.kept[key] {
+				a.log.Info("keeping a user's change to an add-on object", "manifest", file, "object", key, "detail", err.Error())
+				a.kept[key] = true
 			}
 		default:
 			errs = append(errs, fmt.Errorf("apply %s %s from %s: %w", u.GetKind(), u.GetName(), file, err))
 		}
+		a.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
 
-func (d *Deployer) deleteAll(ctx context.Context, file string, data []byte) error {
+// Delete deletes every object of the manifest data read from file.
+func (a *Applier) Delete(ctx context.Context, file string, data []byte) error {
 	objs, err := Decode(data)
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", file, err)
 	}
 	var errs []error
 	for _, u := range objs {
-		ri, err := d.resource(u)
+		ri, err := a.resource(u)
 		if err != nil {
 			continue
 		}
 		err = ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{})
 		if err == nil {
-			d.Log.Info("removed disabled add-on object", "manifest", file, "kind", u.GetKind(), "name", u.GetName())
+			a.log.Info("removed add-on object", "manifest", file, "kind", u.GetKind(), "name", u.GetName())
 		} else if !apierrors.IsNotFound(err) {
 			errs = append(errs, err)
 		}

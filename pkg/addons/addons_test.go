@@ -10,8 +10,7 @@ import (
 )
 
 func TestRenderCoreDNS(t *testing.T) {
-	d := &Deployer{Embedded: manifests.FS, Values: Values{ClusterDNS: "10.99.0.10", ClusterDomain: "edge.local", CoreDNSImage: "kedge.local/coredns:test"}}
-	data, err := d.render("coredns.yaml")
+	data, err := Render(manifests.FS, "coredns.yaml", Values{ClusterDNS: "10.99.0.10", ClusterDomain: "edge.local", CoreDNSImage: "kedge.local/coredns:test"})
 	if err != nil {
 		t.Fatal(err)
 	}
