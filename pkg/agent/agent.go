@@ -33,6 +33,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/payload"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/servicelb"
+	"github.com/kedge-dev/kedge/pkg/storage"
 )
 
 // Credentials are the CAs the agent trusts and what issues its node
@@ -280,6 +281,17 @@ func Components(o Options) ([]component.Component, error) {
 		return nil, err
 	}
 	components = append(components, &servicelb.Speaker{Config: lbConfig, NodeName: name, Log: o.Log.With("component", "servicelb")})
+	if !c.Disabled("local-storage") {
+		storageKC, err := issueKubeconfig(o, p, join.KindLocalStorage, filepath.Join(p.root, "local-storage.kubeconfig"))
+		if err != nil {
+			return nil, err
+		}
+		storageConfig, err := clientcmd.BuildConfigFromFlags("", storageKC)
+		if err != nil {
+			return nil, err
+		}
+		components = append(components, &storage.Provisioner{Config: storageConfig, NodeName: name, Dir: c.LocalStoragePath(), Log: o.Log.With("component", "local-storage")})
+	}
 	return components, nil
 }
 

@@ -36,6 +36,7 @@ const (
 	KindKubeProxy      = "kube-proxy"      // system:kube-proxy
 	KindFlannel        = "flannel"         // system:kedge-flannel
 	KindServiceLB      = "servicelb"       // system:kedge-servicelb
+	KindLocalStorage   = "local-storage"   // system:kedge-local-storage
 )
 
 // LeafFor is the certificate of kind for node: the server's decision,
@@ -52,6 +53,8 @@ func LeafFor(kind, node string, sans []string) (leaf pki.Leaf, clientCert bool, 
 		return pki.Leaf{CommonName: "system:kedge-flannel"}, true, nil
 	case KindServiceLB:
 		return pki.Leaf{CommonName: "system:kedge-servicelb"}, true, nil
+	case KindLocalStorage:
+		return pki.Leaf{CommonName: "system:kedge-local-storage"}, true, nil
 	}
 	return pki.Leaf{}, false, fmt.Errorf("unknown certificate kind %q", kind)
 }
