@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/rest"
+	aggregatorapiserver "k8s.io/kube-aggregator/pkg/apiserver"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 
 	"github.com/kedge-dev/kedge/pkg/component"
@@ -29,6 +31,10 @@ type APIServer struct {
 	// Wrap, if set, wraps the apiserver's full handler chain: kedge's own
 	// endpoints share the API port this way, in front of authentication.
 	Wrap func(http.Handler) http.Handler
+	// LocalServices are Services the aggregator reaches in this process,
+	// by "namespace/name": an APIService backed by one of them is proxied
+	// to the URL (a loopback listener) rather than through the network.
+	LocalServices map[string]*url.URL
 	// Probe is a client that may read /readyz (kedge's supervisor cert).
 	Probe ProbeClient
 	Log   *slog.Logger
@@ -76,6 +82,10 @@ func (a *APIServer) Start(ctx context.Context) error {
 			return a.Wrap(inner(h, c))
 		}
 	}
+	if len(a.LocalServices) > 0 {
+		extra := &cfg.Aggregator.ExtraConfig
+		extra.ServiceResolver = localResolver{local: a.LocalServices, next: extra.ServiceResolver}
+	}
 	cc, err := cfg.Complete()
 	if err != nil {
 		cancel()
@@ -106,6 +116,20 @@ func (a *APIServer) Start(ctx context.Context) error {
 func (a *APIServer) Ready(ctx context.Context) error { return a.Probe.Get(ctx, "/readyz") }
 
 func (a *APIServer) Stop() error { return stopAndWait(a.cancel, a.done) }
+
+// localResolver resolves kedge's in-process Services, then asks next.
+type localResolver struct {
+	local map[string]*url.URL
+	next  aggregatorapiserver.ServiceResolver
+}
+
+func (r localResolver) ResolveEndpoint(namespace, name string, port int32) (*url.URL, error) {
+	if u, ok := r.local[namespace+"/"+name]; ok {
+		c := *u
+		return &c, nil
+	}
+	return r.next.ResolveEndpoint(namespace, name, port)
+}
 
 func stopAndWait(cancel context.CancelFunc, done chan struct{}) error {
 	if cancel == nil {
