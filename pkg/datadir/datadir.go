@@ -23,6 +23,9 @@ func (l Layout) ManifestsDir() string { return filepath.Join(l.Server(), "manife
 func (l Layout) Agent() string        { return filepath.Join(l.Root, "agent") }
 func (l Layout) ImagesDir() string    { return filepath.Join(l.Agent(), "images") }
 
+// StaticChartsDir holds Helm charts served at /static/charts/.
+func (l Layout) StaticChartsDir() string { return filepath.Join(l.Server(), "static", "charts") }
+
 // EnsureServer creates the server's directories (private ones 0700) and
 // checks that the data dir is writable before anything is written into it.
 func (l Layout) EnsureServer() error {
@@ -35,7 +38,7 @@ func (l Layout) EnsureServer() error {
 	}
 	probe.Close()
 	os.Remove(probe.Name())
-	for _, d := range []string{l.Server(), l.DBDir(), l.TLSDir(), l.CredDir()} {
+	for _, d := range []string{l.Server(), l.DBDir(), l.TLSDir(), l.CredDir(), filepath.Dir(l.StaticChartsDir()), l.StaticChartsDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}

@@ -17,6 +17,9 @@ type Options struct {
 	ServerCAFile string
 	// Join serves /v1-kedge/ (join.Signer); nil answers 404 there.
 	Join http.Handler
+	// StaticDir is served read-only at /static/ (Helm charts for HelmChart
+	// objects and air-gapped sites, as k3s serves them); empty: 404.
+	StaticDir string
 }
 
 // Wrap returns a handler serving kedge's unauthenticated paths and passing
@@ -36,6 +39,8 @@ func Wrap(o Options) func(api http.Handler) http.Handler {
 				}
 				w.Header().Set("Content-Type", "application/x-pem-file")
 				_, _ = w.Write(ca)
+			case strings.HasPrefix(r.URL.Path, "/static/"):
+				serveStatic(w, r, o.StaticDir)
 			case strings.HasPrefix(r.URL.Path, "/v1-kedge/"):
 				if o.Join == nil {
 					http.NotFound(w, r)
@@ -47,4 +52,30 @@ func Wrap(o Options) func(api http.Handler) http.Handler {
 			}
 		})
 	}
+}
+
+// serveStatic serves one regular file under dir: no listings, nothing
+// outside it (http.Dir cleans the path), GET and HEAD only.
+func serveStatic(w http.ResponseWriter, r *http.Request, dir string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "use GET", http.StatusMethodNotAllowed)
+		return
+	}
+	name := strings.TrimPrefix(r.URL.Path, "/static")
+	if dir == "" || name == "/" || strings.HasSuffix(name, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	f, err := http.Dir(dir).Open(name)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		http.NotFound(w, r)
+		return
+	}
+	http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
 }
