@@ -54,6 +54,8 @@ type Config struct {
 	WriteKubeconfigMode string
 	DisableAgent        bool
 	Disable             []string
+	// DisableHelmController turns off the HelmChart controller.
+	DisableHelmController bool
 
 	KubeAPIServerArgs         []string
 	KubeControllerManagerArgs []string
@@ -82,16 +84,43 @@ type Agent struct {
 	DisableKubeProxy bool
 	PauseImage       string
 	PrivateRegistry  string
+	// DefaultLocalStoragePath holds the node's local-path volumes.
+	DefaultLocalStoragePath string
 }
 
 // KnownAddons are the add-ons kedge deploys, by the names --disable takes.
-var KnownAddons = []string{"coredns", "servicelb"}
+var KnownAddons = []string{"coredns", "servicelb", "local-storage", "metrics-server", "ingress"}
+
+// addonAliases are the names k3s users know for kedge's add-ons.
+var addonAliases = map[string]string{"traefik": "ingress"}
+
+// Disabled reports whether --disable names the add-on.
+func (c *Config) Disabled(addon string) bool {
+	for _, d := range c.Disable {
+		if d == addon || addonAliases[d] == addon {
+			return true
+		}
+	}
+	return false
+}
+
+// LocalStoragePath is --default-local-storage-path, else <data-dir>/storage.
+func (c *Config) LocalStoragePath() string {
+	if c.DefaultLocalStoragePath != "" {
+		return c.DefaultLocalStoragePath
+	}
+	return filepath.Join(c.DataDir, "storage")
+}
 
 // DefaultPauseImage is the pause image kedge carries inside its binary.
 const DefaultPauseImage = "kedge.local/pause:3.10"
 
 // CoreDNSImage is the CoreDNS image kedge carries inside its binary.
 const CoreDNSImage = "kedge.local/coredns:1.15.0"
+
+// TraefikImage is the Ingress controller's image, shipped in the optional
+// kedge-addons-<arch>.tar.zst archive (scripts/addon-images).
+const TraefikImage = "kedge.local/traefik:3.7.13"
 
 // AddAgentFlags registers the agent's flags on fs, bound to a.
 func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
@@ -107,6 +136,7 @@ func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&a.DisableKubeProxy, "disable-kube-proxy", false, "do not run kube-proxy (bring your own Service proxy)")
 	fs.StringVar(&a.PauseImage, "pause-image", DefaultPauseImage, "sandbox (pause) image; the default ships inside kedge")
 	fs.StringVar(&a.PrivateRegistry, "private-registry", DefaultRegistriesFile, "registry configuration (mirrors, auth, TLS), as in k3s's registries.yaml")
+	fs.StringVar(&a.DefaultLocalStoragePath, "default-local-storage-path", "", "directory holding this node's local-path volumes (default: <data-dir>/storage)")
 }
 
 // ValidateAgent checks the agent settings.
@@ -134,6 +164,9 @@ func (a *Agent) ValidateAgent() error {
 			errs = append(errs, fmt.Errorf("--kubelet-arg: %w", err))
 		}
 	}
+	if a.DefaultLocalStoragePath != "" && !filepath.IsAbs(a.DefaultLocalStoragePath) {
+		errs = append(errs, fmt.Errorf("--default-local-storage-path: %q must be an absolute path", a.DefaultLocalStoragePath))
+	}
 	if !slices.Contains([]string{"vxlan", "host-gw", "none"}, a.FlannelBackend) {
 		errs = append(errs, fmt.Errorf("--flannel-backend: %q is not vxlan, host-gw or none", a.FlannelBackend))
 	}
@@ -159,7 +192,8 @@ func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.WriteKubeconfig, "write-kubeconfig", "o", DefaultKubeconfig, "where to write the admin kubeconfig")
 	fs.StringVar(&c.WriteKubeconfigMode, "write-kubeconfig-mode", DefaultKubeconfigMode, "file mode of the admin kubeconfig, in octal (e.g. 0644)")
 	fs.BoolVar(&c.DisableAgent, "disable-agent", false, "run the control plane only, without an agent on this node")
-	fs.StringSliceVar(&c.Disable, "disable", nil, "do not deploy these add-ons, and remove them if deployed (repeatable): "+strings.Join(KnownAddons, ", "))
+	fs.StringSliceVar(&c.Disable, "disable", nil, "do not deploy these add-ons, and remove them if deployed (repeatable): "+strings.Join(KnownAddons, ", ")+" (traefik is another name for ingress)")
+	fs.BoolVar(&c.DisableHelmController, "disable-helm-controller", false, "do not run the HelmChart controller (helm.cattle.io/v1 HelmChart objects are then left alone)")
 	fs.StringArrayVar(&c.KubeAPIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag as key=value (repeatable; overrides kedge's default)")
 	fs.StringArrayVar(&c.KubeControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag as key=value (repeatable)")
 	fs.StringArrayVar(&c.KubeSchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag as key=value (repeatable)")
@@ -244,7 +278,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	for _, d := range c.Disable {
-		if !slices.Contains(KnownAddons, d) {
+		if !slices.Contains(KnownAddons, d) && addonAliases[d] == "" {
 			bad("disable", "unknown add-on %q (known: %s)", d, strings.Join(KnownAddons, ", "))
 		}
 	}

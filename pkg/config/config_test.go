@@ -201,3 +201,23 @@ func TestEnvNames(t *testing.T) {
 		}
 	}
 }
+
+// The Traefik image kedge deploys is the one scripts/addon-images builds
+// from scripts/traefik/go.mod.
+func TestTraefikImageMatchesItsBuild(t *testing.T) {
+	data, err := os.ReadFile("../../scripts/traefik/go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "github.com/traefik/traefik/v3" || (f[0] == "require" && len(f) == 3 && f[1] == "github.com/traefik/traefik/v3")) {
+			v := f[len(f)-1]
+			if want := "kedge.local/traefik:" + strings.TrimPrefix(v, "v"); TraefikImage != want {
+				t.Fatalf("TraefikImage %s, but scripts/traefik builds %s", TraefikImage, want)
+			}
+			return
+		}
+	}
+	t.Fatal("scripts/traefik/go.mod requires no github.com/traefik/traefik/v3")
+}

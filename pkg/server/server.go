@@ -5,10 +5,12 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,11 +26,15 @@ import (
 	"github.com/kedge-dev/kedge/pkg/agent"
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
+	"github.com/kedge-dev/kedge/pkg/controller"
 	"github.com/kedge-dev/kedge/pkg/controlplane"
 	"github.com/kedge-dev/kedge/pkg/datadir"
 	"github.com/kedge-dev/kedge/pkg/datastore"
 	"github.com/kedge-dev/kedge/pkg/frontend"
+	"github.com/kedge-dev/kedge/pkg/helmchart"
+	"github.com/kedge-dev/kedge/pkg/ingress"
 	"github.com/kedge-dev/kedge/pkg/join"
+	"github.com/kedge-dev/kedge/pkg/metricsserver"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/sdnotify"
 	"github.com/kedge-dev/kedge/pkg/servicelb"
@@ -131,7 +137,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	apiserver := &lazyAPIServer{
 		APIServer: controlplane.APIServer{
 			Listener: ln,
-			Wrap:     frontend.Wrap(frontend.Options{ServerCAFile: tlsFiles.ServerCACert, Join: &join.Signer{Token: token, TLS: tlsFiles}}),
+			Wrap:     frontend.Wrap(frontend.Options{ServerCAFile: tlsFiles.ServerCACert, Join: &join.Signer{Token: token, TLS: tlsFiles}, StaticDir: filepath.Dir(layout.StaticChartsDir())}),
 			Probe:    probe,
 			Log:      log.With("component", "kube-apiserver"),
 		},
@@ -151,18 +157,30 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	disabled := map[string]bool{}
-	for _, d := range cfg.Disable {
-		disabled[d] = true
+	for _, a := range config.KnownAddons {
+		disabled[a] = cfg.Disabled(a)
 	}
-	components := []component.Component{
-		kine,
-		apiserver,
-		&controlplane.ControllerManager{Args: kcmArgs, Log: log.With("component", "kube-controller-manager")},
-		&controlplane.Scheduler{Args: schedArgs, Log: log.With("component", "kube-scheduler")},
+	ca, err := os.ReadFile(tlsFiles.ServerCACert)
+	if err != nil {
+		return err
+	}
+	shared, err := controller.NewInformers(supervisor)
+	if err != nil {
+		return err
+	}
+	addonValues := addons.Values{
+		ClusterDNS:     cfg.ClusterDNS,
+		ClusterDomain:  cfg.ClusterDomain,
+		CoreDNSImage:   config.CoreDNSImage,
+		ServerCABundle: base64.StdEncoding.EncodeToString(ca),
+		TraefikImage:   config.TraefikImage,
+	}
+	platform := []component.Component{
+		shared.Component("informers"),
 		&addons.Deployer{
 			Config:   supervisor,
 			Embedded: manifests.FS,
-			Values:   addons.Values{ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain, CoreDNSImage: config.CoreDNSImage},
+			Values:   addonValues,
 			Disabled: disabled,
 			UserDir:  layout.ManifestsDir(),
 			Interval: 30 * time.Second,
@@ -175,6 +193,47 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			Log:      log.With("component", "servicelb"),
 		},
 	}
+	if !disabled["metrics-server"] {
+		ms, err := newMetricsServer(layout, tlsFiles, apiURL, log.With("component", "metrics-server"))
+		if err != nil {
+			return err
+		}
+		apiserver.LocalServices = map[string]*url.URL{metricsserver.Namespace + "/" + metricsserver.ServiceName: ms.URL()}
+		platform = append(platform, ms)
+	}
+	if !cfg.DisableHelmController {
+		platform = append(platform, &helmchart.Controller{
+			Informers:  shared,
+			Kubeconfig: credPath(layout, "supervisor"),
+			StaticDir:  layout.StaticChartsDir(),
+			HelmHome:   filepath.Join(layout.Server(), "helm"),
+			APIHost:    net.JoinHostPort(advertise.String(), strconv.Itoa(cfg.HTTPSListenPort)),
+			ServerCA:   tlsFiles.ServerCACert,
+			Log:        log.With("component", "helm-controller"),
+		})
+	}
+	traefik, err := addons.Render(manifests.FS, "ingress/traefik.yaml", addonValues)
+	if err != nil {
+		return err
+	}
+	applier, err := addons.NewApplier(supervisor, log.With("component", "ingress"))
+	if err != nil {
+		return err
+	}
+	platform = append(platform, &ingress.Controller{
+		Informers: shared,
+		Applier:   applier,
+		Manifest:  traefik,
+		Image:     config.TraefikImage,
+		Disabled:  disabled["ingress"],
+		Log:       log.With("component", "ingress"),
+	})
+	components := append([]component.Component{
+		kine,
+		apiserver,
+		&controlplane.ControllerManager{Args: kcmArgs, Log: log.With("component", "kube-controller-manager")},
+		&controlplane.Scheduler{Args: schedArgs, Log: log.With("component", "kube-scheduler")},
+	}, platform...)
 	if !cfg.DisableAgent {
 		node, err := agent.Components(agent.Options{
 			Config:    cfg,
@@ -212,6 +271,34 @@ func (l *lazyAPIServer) Start(ctx context.Context) error {
 	}
 	l.Args = args
 	return l.APIServer.Start(ctx)
+}
+
+// newMetricsServer gives metrics-server its serving certificate and
+// identity, and opens its loopback listener.
+func newMetricsServer(layout datadir.Layout, f pki.Files, apiURL string, log *slog.Logger) (*metricsserver.Server, error) {
+	tls := layout.TLSDir()
+	cert, key := filepath.Join(tls, "serving-metrics-server.crt"), filepath.Join(tls, "serving-metrics-server.key")
+	if err := pki.IssueServingCert(f.ServerCACert, f.ServerCAKey, cert, key, metricsserver.ServiceHost, []string{metricsserver.ServiceHost, "127.0.0.1"}); err != nil {
+		return nil, fmt.Errorf("metrics-server serving certificate: %w", err)
+	}
+	ccert, ckey := filepath.Join(tls, "client-metrics-server.crt"), filepath.Join(tls, "client-metrics-server.key")
+	if err := pki.IssueClientCert(f.ClientCACert, f.ClientCAKey, ccert, ckey, "system:kedge-metrics-server", nil); err != nil {
+		return nil, fmt.Errorf("metrics-server client certificate: %w", err)
+	}
+	kc := credPath(layout, "metrics-server")
+	if err := pki.WriteKubeconfig(kc, 0o600, pki.Kubeconfig{Server: apiURL, CACert: f.ServerCACert, CertFile: ccert, KeyFile: ckey}); err != nil {
+		return nil, err
+	}
+	return metricsserver.New(metricsserver.Options{
+		Kubeconfig:                kc,
+		ServingCert:               cert,
+		ServingKey:                key,
+		ClientCA:                  f.ClientCACert,
+		RequestHeaderCA:           f.RequestHeaderCACert,
+		RequestHeaderAllowedNames: "system:auth-proxy",
+		KubeletCA:                 f.ServerCACert,
+		Resolution:                15 * time.Second,
+	}, log)
 }
 
 func credPath(l datadir.Layout, name string) string {
