@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,6 +72,16 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+	}
+	// The add-on images archive of a release (Traefik), as install.sh
+	// places it.
+	addons := os.Getenv("KEDGE_TEST_ADDONS")
+	if addons == "" {
+		addons, _ = filepath.Abs(filepath.Join("../../bin/addons", runtime.GOARCH, "kedge-addons.tar.zst"))
+	}
+	if err := copyFile(addons, filepath.Join(dir, "data", "agent", "images", "kedge-addons.tar.zst")); err != nil {
+		fmt.Fprintf(os.Stderr, "add-on images archive: %v (run scripts/addon-images)\n", err)
+		return 1
 	}
 	// One archive gzip-compressed, as users often ship them.
 	if err := gzipFile(filepath.Join(imagesDir, "hello-v2.tar"), filepath.Join(dir, "data", "agent", "images", "hello-v2.tar.gz")); err != nil {

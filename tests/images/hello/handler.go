@@ -1,14 +1,31 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/websocket"
 )
 
-// newHandler serves the three endpoints. failAfter > 0 makes /healthz
+// burn keeps one CPU busy for d and returns how many rounds it spun.
+func burn(d time.Duration) int {
+	n := 0
+	for end := time.Now().Add(d); time.Now().Before(end); n++ {
+		for i := 0; i < 1000; i++ {
+			_ = i * i
+		}
+	}
+	return n
+}
+
+// newHandler serves the endpoints (see the package comment). failAfter > 0 makes /healthz
 // start failing that long after start, to exercise liveness probes.
 func newHandler(name string, start time.Time, failAfter time.Duration) http.Handler {
 	var requests atomic.Int64
@@ -29,6 +46,29 @@ func newHandler(name string, start time.Time, failAfter time.Duration) http.Hand
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, version)
 	})
+	// /burn?ms=N spins a CPU for N ms (at most 5 s): load for autoscaling.
+	mux.HandleFunc("GET /burn", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		if err != nil || ms < 0 || ms > 5000 {
+			http.Error(w, "ms must be 0-5000", http.StatusBadRequest)
+			return
+		}
+		spins := burn(time.Duration(ms) * time.Millisecond)
+		fmt.Fprintf(w, "burned %dms (%d spins) on %s\n", ms, spins, name)
+	})
+	// /ws echoes each WebSocket message, prefixed with the pod's name.
+	mux.Handle("GET /ws", websocket.Handler(func(c *websocket.Conn) {
+		defer c.Close()
+		for {
+			var msg string
+			if err := websocket.Message.Receive(c, &msg); err != nil {
+				return
+			}
+			if err := websocket.Message.Send(c, name+": "+msg); err != nil {
+				return
+			}
+		}
+	}))
 	return mux
 }
 
@@ -41,6 +81,16 @@ type statusRecorder struct {
 func (s *statusRecorder) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
+}
+
+// Hijack lets WebSocket handlers take the connection through the recorder.
+func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := s.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("the connection cannot be hijacked")
+	}
+	s.status = http.StatusSwitchingProtocols
+	return h.Hijack()
 }
 
 // logRequests writes one line per request to stdout (kubectl logs).

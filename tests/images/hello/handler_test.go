@@ -3,9 +3,34 @@ package main
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/websocket"
 )
+
+func TestWebSocketEcho(t *testing.T) {
+	srv := httptest.NewServer(logRequests(newHandler("pod-a", time.Now(), 0)))
+	defer srv.Close()
+	ws, err := websocket.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", "", srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	for _, msg := range []string{"one", "two"} {
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if err := websocket.Message.Receive(ws, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != "pod-a: "+msg {
+			t.Fatalf("echo of %q: %q", msg, got)
+		}
+	}
+}
 
 func TestHandler(t *testing.T) {
 	tests := []struct {
@@ -16,6 +41,7 @@ func TestHandler(t *testing.T) {
 		calls     int // the response of the last call is checked
 		code      int
 		body      string
+		prefix    bool // body is only the start of the answer
 	}{
 		{name: "root first request", path: "/", calls: 1, code: 200, body: "Hello from Kubernetes! I am pod-a, request 1\n"},
 		{name: "root counts requests", path: "/", calls: 3, code: 200, body: "Hello from Kubernetes! I am pod-a, request 3\n"},
@@ -24,6 +50,8 @@ func TestHandler(t *testing.T) {
 		{name: "healthz before deadline", path: "/healthz", failAfter: time.Hour, calls: 1, code: 200, body: "ok"},
 		{name: "healthz after deadline", path: "/healthz", start: time.Now().Add(-time.Minute), failAfter: time.Second, calls: 1, code: 500, body: "failing (FAIL_HEALTHZ_AFTER)\n"},
 		{name: "version", path: "/version", calls: 1, code: 200, body: "v1"},
+		{name: "burn", path: "/burn?ms=5", calls: 1, code: 200, body: "burned 5ms (", prefix: true},
+		{name: "burn refuses too long", path: "/burn?ms=9999", calls: 1, code: 400, body: "ms must be 0-5000\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,7 +65,11 @@ func TestHandler(t *testing.T) {
 				rec = httptest.NewRecorder()
 				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.path, nil))
 			}
-			if rec.Code != tt.code || rec.Body.String() != tt.body {
+			body := rec.Body.String()
+			if tt.prefix && strings.HasPrefix(body, tt.body) {
+				body = tt.body
+			}
+			if rec.Code != tt.code || body != tt.body {
 				t.Errorf("GET %s = %d %q, want %d %q", tt.path, rec.Code, rec.Body.String(), tt.code, tt.body)
 			}
 		})

@@ -5,7 +5,9 @@
 //
 // GET / answers "Hello from Kubernetes! I am <name>, request <n>", which
 // lets tests see which pod served a request and how many that pod has
-// served; /healthz and /version serve probes and rolling-update tests.
+// served; /healthz and /version serve probes and rolling-update tests;
+// /burn?ms=N uses a CPU for N ms (autoscaling tests) and /ws echoes
+// WebSocket messages (Ingress tests).
 package main
 
 import (
