@@ -29,6 +29,9 @@
 #                                https://github.com/kedge-dev/kedge/releases/download/<version>
 #                                or .../releases/latest/download
 #   INSTALL_KEDGE_SKIP_DOWNLOAD  true: use the kedge binary already in the bin dir
+#   INSTALL_KEDGE_SKIP_ADDONS    true: do not fetch kedge-addons-<arch>.tar.zst,
+#                                the optional archive of add-on images
+#                                (Traefik, the Ingress controller)
 #   INSTALL_KEDGE_BIN_DIR        where kedge, its symlinks and scripts go
 #                                (default /usr/local/bin)
 #   INSTALL_KEDGE_EXEC           kedge command and flags (split at spaces)
@@ -239,6 +242,51 @@ fetch_binary() {
     info "verified sha256 $got"
     chmod 0755 "$TMP_DIR/$artifact"
     NEW_BIN=$TMP_DIR/$artifact
+}
+
+# try_download URL FILE is download that fails quietly (status 1).
+try_download() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsSL -o "$2" "$1" 2>/dev/null
+    elif command -v wget >/dev/null 2>&1; then
+        wget -q -O "$2" "$1"
+    else
+        return 1
+    fi
+}
+
+# fetch_addons downloads and verifies kedge-addons-<arch>.tar.zst, the
+# release's add-on images, into TMP_DIR; NEW_ADDONS is the file, or empty
+# when the release has none (kedge then runs without them: an Ingress
+# stays unserved until the archive is in the images dir).
+fetch_addons() {
+    NEW_ADDONS=""
+    if is_true "${INSTALL_KEDGE_SKIP_ADDONS:-}" || is_true "${INSTALL_KEDGE_SKIP_DOWNLOAD:-}"; then
+        return 0
+    fi
+    artifact=kedge-addons-$ARCH.tar.zst
+    if ! try_download "$base/$artifact.sha256" "$TMP_DIR/$artifact.sha256"; then
+        warn "no $base/$artifact: installing without the add-on images (Traefik); see the README, \"Ingress\""
+        return 0
+    fi
+    download "$base/$artifact" "$TMP_DIR/$artifact"
+    want=$(awk -v f="$artifact" '$2 == f || $2 == "*" f { print $1; exit }' "$TMP_DIR/$artifact.sha256")
+    got=$(sha256_of "$TMP_DIR/$artifact")
+    if [ -z "$want" ] || [ "$got" != "$want" ]; then
+        fatal "checksum mismatch for $base/$artifact: got sha256 $got, want ${want:-none}. Nothing was installed."
+    fi
+    info "verified sha256 $got ($artifact)"
+    NEW_ADDONS=$TMP_DIR/$artifact
+}
+
+# install_addons puts the add-on images where kedge imports them (at
+# start, and within seconds while it runs: no restart needed).
+install_addons() {
+    [ -n "$NEW_ADDONS" ] || return 0
+    make_dir "$DATA_DIR/agent"
+    mkdir -p "$DATA_DIR/agent/images"
+    chmod 0700 "$DATA_DIR/agent/images"
+    put_file 0644 "$DATA_DIR/agent/images/kedge-addons.tar.zst" <"$NEW_ADDONS"
 }
 
 # make_dir DIR creates DIR and its parents, readable by all (the umask is
@@ -812,9 +860,11 @@ main() {
     # Everything that can fail (architecture, download, checksum) happens
     # before the first file is written.
     fetch_binary
+    fetch_addons
     check_cgroups
     CHANGED=""
     install_binary
+    install_addons
     install_symlinks
     install_killall
     install_uninstall

@@ -208,6 +208,48 @@ func TestChecksumMismatch(t *testing.T) {
 	}
 }
 
+// A release's add-on images archive is verified and placed in the images
+// dir, where kedge imports it; a release without one installs with a
+// warning; a tampered one installs nothing.
+func TestAddonsArchive(t *testing.T) {
+	needRoot(t)
+	rel := newRelease(t)
+	rel.publish(t, fakeKedge("v1"))
+	h := newHost(t, rel)
+	out := h.mustInstall(t, nil)
+	wantContains(t, "install.sh output", out, "installing without the add-on images")
+	images := h.path("var/lib/kedge/agent/images")
+	if _, err := os.Stat(filepath.Join(images, "kedge-addons.tar.zst")); !os.IsNotExist(err) {
+		t.Fatalf("an archive the release does not have was installed: %v", err)
+	}
+
+	rel.publishAddons(t, []byte("addon images v1"))
+	h.mustInstall(t, nil)
+	if got := readFile(t, filepath.Join(images, "kedge-addons.tar.zst")); got != "addon images v1" {
+		t.Fatalf("installed archive %q", got)
+	}
+	wantMode(t, images, 0o700)
+	if out := h.mustInstall(t, []string{"INSTALL_KEDGE_SKIP_ADDONS=true"}); strings.Contains(out, "kedge-addons") {
+		t.Errorf("INSTALL_KEDGE_SKIP_ADDONS still fetched it:\n%s", out)
+	}
+
+	// Tampered after its checksum was written: refused before any change.
+	name := filepath.Join(rel.dir, "kedge-addons-"+artifactArch()+".tar.zst")
+	if err := os.WriteFile(name, []byte("evil"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rel.publish(t, fakeKedge("v2"))
+	if out, err := h.install(nil); err == nil || !strings.Contains(out, "checksum mismatch") {
+		t.Fatalf("tampered archive: %v\n%s", err, out)
+	}
+	if got := readFile(t, filepath.Join(h.binDir(), "kedge")); got != string(fakeKedge("v1")) {
+		t.Errorf("a refused install changed the binary to %q", got)
+	}
+	if got := readFile(t, filepath.Join(images, "kedge-addons.tar.zst")); got != "addon images v1" {
+		t.Errorf("a refused install changed the archive to %q", got)
+	}
+}
+
 // An architecture kedge is not released for is named in a clear error.
 func TestUnknownArchitecture(t *testing.T) {
 	needRoot(t)

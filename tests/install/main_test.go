@@ -102,6 +102,19 @@ func (r *release) publish(t *testing.T, data []byte) {
 	}
 }
 
+// publishAddons writes kedge-addons-<arch>.tar.zst and its sha256 file.
+func (r *release) publishAddons(t *testing.T, data []byte) {
+	t.Helper()
+	name := "kedge-addons-" + artifactArch() + ".tar.zst"
+	sum := sha256.Sum256(data)
+	if err := os.WriteFile(filepath.Join(r.dir, name), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, name+".sha256"), []byte(hex.EncodeToString(sum[:])+"  "+name+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // fakeKedge is a small stand-in for kedge where the test needs none that runs.
 func fakeKedge(version string) []byte {
 	return []byte("#!/bin/sh\necho \"fake kedge " + version + "\"\n")
