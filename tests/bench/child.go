@@ -139,6 +139,8 @@ func measureRun(ctx context.Context, spec childSpec, sys system, res *runResult)
 			err = measurePods(ctx, client, res)
 		case groupBurst:
 			err = measureBurst(ctx, client, res)
+		case groupAddons:
+			err = measureAddonIdle(ctx, spec, sys, client, t0, res)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", g, err)

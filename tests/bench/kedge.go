@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,12 +31,19 @@ func (k *kedgeSystem) prepare(context.Context) error {
 	if err := os.WriteFile(filepath.Join(k.spec.Dir, "config.yaml"), nil, 0o600); err != nil {
 		return err
 	}
+	if k.spec.Variant == "ingress" {
+		if k.spec.AddonsArchive == "" {
+			return fmt.Errorf("the Traefik figure needs the add-on archive: pass -addons (scripts/bench builds it)")
+		}
+		if err := copyFile(k.spec.AddonsArchive, filepath.Join(k.dataDir(), "agent", "images", "kedge-addons.tar.zst")); err != nil {
+			return err
+		}
+	}
 	return copyFile(filepath.Join(k.spec.ImagesDir, "hello-v1.tar"), filepath.Join(k.dataDir(), "agent", "images", "hello-v1.tar"))
 }
 
 func (k *kedgeSystem) start() error {
-	var err error
-	k.cmd, err = startProc("kedge", k.logFile(), cleanEnv(), k.spec.Kedge, "server",
+	args := []string{"server",
 		"--config", filepath.Join(k.spec.Dir, "config.yaml"),
 		"--data-dir", k.dataDir(),
 		"--run-dir", k.runDir(),
@@ -43,8 +51,13 @@ func (k *kedgeSystem) start() error {
 		"--node-name", nodeName,
 		"--node-ip", nodeIP,
 		"--advertise-address", nodeIP,
-		"--kubelet-arg", "cgroup-root="+k.spec.CgroupRoot,
-		"--kubelet-arg", "max-pods=250")
+		"--kubelet-arg", "cgroup-root=" + k.spec.CgroupRoot,
+		"--kubelet-arg", "max-pods=250"}
+	if k.spec.Variant != "" {
+		args = append(args, addonArgs(k.spec.Variant)...)
+	}
+	var err error
+	k.cmd, err = startProc("kedge", k.logFile(), cleanEnv(), k.spec.Kedge, args...)
 	return err
 }
 

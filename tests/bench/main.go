@@ -33,23 +33,27 @@ const (
 	groupPods  = "pods"
 	groupBurst = "burst"
 	groupAPI   = "api"
+	// groupAddons is the idle memory each add-on adds (kedge only).
+	groupAddons = "addons"
 )
 
-var allGroups = []string{groupSize, groupStart, groupIdle, groupAPI, groupPods, groupBurst}
+var allGroups = []string{groupSize, groupStart, groupIdle, groupAPI, groupPods, groupBurst, groupAddons}
 
 // options are the parent's flags.
 type options struct {
 	kedge       string // kedge binary
 	baselineDir string // etcd, kube-*, kubelet, containerd
 	imagesDir   string // tests/images output (hello-v1.tar)
-	kubectl     string // any kubectl; kedge's own by default
-	workDir     string // where sandboxes are made
-	jsonOut     string
-	runs        int // runs of the start-up figures
-	heavyRuns   int // runs of idle, api, pods and burst
-	only        map[string]bool
-	systems     []string
-	keep        bool
+	// addonsArchive is kedge-addons.tar.zst (Traefik's image).
+	addonsArchive string
+	kubectl       string // any kubectl; kedge's own by default
+	workDir       string // where sandboxes are made
+	jsonOut       string
+	runs          int // runs of the start-up figures
+	heavyRuns     int // runs of idle, api, pods and burst
+	only          map[string]bool
+	systems       []string
+	keep          bool
 }
 
 func main() {
@@ -75,6 +79,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.kedge, "kedge", "bin/kedge", "kedge binary")
 	fs.StringVar(&o.baselineDir, "baseline", "", "directory with the baseline binaries")
 	fs.StringVar(&o.imagesDir, "images", "bin/images", "test image archives (tests/images/build.sh)")
+	fs.StringVar(&o.addonsArchive, "addons", "", "kedge-addons archive (scripts/addon-images), for the Traefik figure")
 	fs.StringVar(&o.kubectl, "kubectl", "", "kubectl binary (default: kedge kubectl)")
 	fs.StringVar(&o.workDir, "work", os.TempDir(), "directory for the sandboxes")
 	fs.StringVar(&o.jsonOut, "json", "bench.json", "file for every raw sample")
@@ -103,7 +108,7 @@ func parseOptions(args []string) (options, error) {
 	if o.runs < 1 || o.heavyRuns < 0 {
 		return o, errors.New("-runs must be at least 1 and -heavy-runs at least 0")
 	}
-	for _, p := range []*string{&o.kedge, &o.baselineDir, &o.imagesDir, &o.kubectl, &o.workDir, &o.jsonOut} {
+	for _, p := range []*string{&o.kedge, &o.baselineDir, &o.imagesDir, &o.addonsArchive, &o.kubectl, &o.workDir, &o.jsonOut} {
 		if *p != "" {
 			abs, err := filepath.Abs(*p)
 			if err != nil {
@@ -167,11 +172,16 @@ func run(ctx context.Context, args []string) error {
 				}
 			}
 			logf("%s run %d/%d: start-up%s", sys, i, runs, prefixed(", ", groups))
-			r, err := runSandboxed(ctx, o, sys, i, groups)
+			r, err := runSandboxed(ctx, o, sys, i, groups, "")
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", sys, i, err)
 			}
 			res.addRun(sys, r, o.only[groupStart])
+		}
+	}
+	if o.only[groupAddons] && contains(o.systems, systemKedge) {
+		if err := measureAddons(ctx, o, res); err != nil {
+			return err
 		}
 	}
 	res.Elapsed = time.Since(began).Round(time.Second).String()

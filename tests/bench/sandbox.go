@@ -46,6 +46,10 @@ type childSpec struct {
 	BaselineDir string   `json:"baselineDir"`
 	ImagesDir   string   `json:"imagesDir"`
 	Kubectl     string   `json:"kubectl"`
+	// Variant is the add-on kept on in an add-ons run ("none": all off).
+	Variant string `json:"variant,omitempty"`
+	// AddonsArchive is put in kedge's images dir (Traefik).
+	AddonsArchive string `json:"addonsArchive,omitempty"`
 }
 
 var sandboxSeq int
@@ -80,14 +84,15 @@ func newSandbox(workDir string) (*sandbox, error) {
 }
 
 // runSandboxed runs one child in a fresh sandbox and removes the sandbox.
-func runSandboxed(ctx context.Context, o options, sys string, runNo int, groups []string) (*runResult, error) {
+func runSandboxed(ctx context.Context, o options, sys string, runNo int, groups []string, variant string) (*runResult, error) {
 	s, err := newSandbox(o.workDir)
 	if err != nil {
 		return nil, err
 	}
 	defer s.cleanup(o.keep)
 	spec := childSpec{System: sys, Run: runNo, Dir: s.dir, CgroupRoot: "/" + s.name, Groups: groups,
-		Kedge: o.kedge, BaselineDir: o.baselineDir, ImagesDir: o.imagesDir, Kubectl: o.kubectl}
+		Kedge: o.kedge, BaselineDir: o.baselineDir, ImagesDir: o.imagesDir, Kubectl: o.kubectl,
+		Variant: variant, AddonsArchive: o.addonsArchive}
 	data, _ := json.Marshal(spec)
 	specFile := filepath.Join(s.dir, "spec.json")
 	if err := os.WriteFile(specFile, data, 0o600); err != nil {
