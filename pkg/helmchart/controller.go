@@ -66,6 +66,9 @@ type Controller struct {
 	// mu serializes Helm actions: one release change at a time is plenty
 	// on a small server and keeps memory flat.
 	mu sync.Mutex
+	// applied is the hash last deployed per object: the informer's copy of
+	// the status may lag behind our own update.
+	applied map[types.UID]string
 }
 
 func (c *Controller) Name() string { return "helm-controller" }
@@ -80,6 +83,7 @@ func (c *Controller) Start(context.Context) error {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	c.applied = map[types.UID]string{}
 	c.src = &source{staticDir: c.StaticDir, apiHost: c.APIHost, serverCA: ca, helmHome: c.HelmHome}
 	chartInf := c.Informers.Untyped.ForResource(ChartResource)
 	configInf := c.Informers.Untyped.ForResource(ConfigResource)
@@ -184,7 +188,7 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, sp
 	if err != nil {
 		return err
 	}
-	if last != nil && last.Info.Status == release.StatusDeployed && status.AppliedHash == hash {
+	if last != nil && last.Info.Status == release.StatusDeployed && (status.AppliedHash == hash || c.applied[u.GetUID()] == hash) {
 		if status.State != StateDeployed {
 			return c.setStatus(ctx, u, Status{State: StateDeployed, Revision: last.Version, AppliedHash: hash}, "")
 		}
@@ -219,6 +223,7 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, sp
 	if err != nil {
 		return c.fail(ctx, u, fmt.Errorf("%s %s: %w", strings.ToLower(strings.TrimSuffix(verb, "ed")), name, err))
 	}
+	c.applied[u.GetUID()] = hash
 	msg := fmt.Sprintf("%s release %s (chart %s %s, revision %d) in namespace %s", verb, name, arch.chart.Metadata.Name, arch.chart.Metadata.Version, rel.Version, target)
 	c.recorder.Event(u, corev1.EventTypeNormal, verb, msg)
 	c.Log.Info("helm release "+strings.ToLower(verb), "helmchart", u.GetNamespace()+"/"+name, "chart", arch.chart.Metadata.Name, "version", arch.chart.Metadata.Version, "revision", rel.Version, "namespace", target)
@@ -246,6 +251,9 @@ func (c *Controller) remove(ctx context.Context, u *unstructured.Unstructured, t
 		c.recorder.Eventf(u, corev1.EventTypeWarning, "Failed", "uninstall %s: %v", u.GetName(), err)
 		return err
 	}
+	c.mu.Lock()
+	delete(c.applied, u.GetUID())
+	c.mu.Unlock()
 	fin := slices.DeleteFunc(u.GetFinalizers(), func(f string) bool { return f == Finalizer })
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": fin, "resourceVersion": u.GetResourceVersion()}})
 	_, err = c.Informers.Dynamic.Resource(ChartResource).Namespace(u.GetNamespace()).Patch(ctx, u.GetName(), types.MergePatchType, patch, metav1.PatchOptions{})
