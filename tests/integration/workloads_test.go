@@ -250,4 +250,32 @@ func TestOCIArchiveImported(t *testing.T) {
 	}
 	shared.dropImage(t, "oci.tar", data)
 	shared.runToCompletion(t, ns, "oci", "kedge.test/oci:v1", "Never", "oci layout works")
+
+	// An OCI archive naming its image with a short name in
+	// io.containerd.image.name (as `ctr export` and BuildKit write it) is
+	// found under the name a pod uses, like a docker archive's.
+	short, err := workerVariant("oci-short")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp2, err := layout.Write(filepath.Join(dir, "oci2"), empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp2.AppendImage(short, layout.WithAnnotations(map[string]string{"io.containerd.image.name": "ocishort:v1"})); err != nil {
+		t.Fatal(err)
+	}
+	archive2 := filepath.Join(dir, "oci2.tar")
+	if out, err := exec.Command("tar", "-C", filepath.Join(dir, "oci2"), "-cf", archive2, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	data2, err := os.ReadFile(archive2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared.dropImage(t, "oci-short.tar", data2)
+	shared.runToCompletion(t, ns, "ocishort", "ocishort:v1", "Never", "a short OCI name works")
+	if out := shared.crictl(t, "images"); !strings.Contains(out, "docker.io/library/ocishort") {
+		t.Errorf("crictl images does not list docker.io/library/ocishort:\n%s", out)
+	}
 }

@@ -18,7 +18,10 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
+	"github.com/distribution/reference"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -172,18 +175,58 @@ func (im *Importer) importFile(ctx context.Context, path string) ([]string, erro
 	return im.importStream(ctx, r)
 }
 
+// Normalize is the name the kubelet asks for when a pod names ref:
+// "myapp:v1" is docker.io/library/myapp:v1, as docker-archive imports are
+// named. A name that does not parse is kept as it is.
+func Normalize(ref string) string {
+	n, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return ref
+	}
+	return n.String()
+}
+
+// normalizeName renames an image imported under a short name (an OCI
+// archive's io.containerd.image.name annotation is taken as written).
+func (im *Importer) normalizeName(ctx context.Context, img images.Image) (images.Image, error) {
+	name := Normalize(img.Name)
+	if name == img.Name {
+		return img, nil
+	}
+	svc := im.client.ImageService()
+	renamed := img
+	renamed.Name = name
+	if _, err := svc.Create(ctx, renamed); err != nil {
+		if !errdefs.IsAlreadyExists(err) {
+			return img, fmt.Errorf("name %s as %s: %w", img.Name, name, err)
+		}
+		if _, err := svc.Update(ctx, renamed, "target"); err != nil {
+			return img, fmt.Errorf("name %s as %s: %w", img.Name, name, err)
+		}
+	}
+	if err := svc.Delete(ctx, img.Name); err != nil && !errdefs.IsNotFound(err) {
+		return img, fmt.Errorf("remove the short name %s: %w", img.Name, err)
+	}
+	return renamed, nil
+}
+
 // importStream imports an archive for this platform and unpacks it into
 // the snapshotter, so the CRI can start containers from it at once.
 func (im *Importer) importStream(ctx context.Context, r io.Reader) ([]string, error) {
 	imgs, err := im.client.Import(ctx, r,
 		containerd.WithImportPlatform(platforms.Default()),
 		containerd.WithSkipMissing(),
+		containerd.WithImageRefTranslator(Normalize),
 	)
 	if err != nil {
 		return nil, err
 	}
 	var refs []string
 	for _, img := range imgs {
+		img, err := im.normalizeName(ctx, img)
+		if err != nil {
+			return refs, err
+		}
 		image := containerd.NewImageWithPlatform(im.client, img, platforms.Default())
 		if err := image.Unpack(ctx, "overlayfs"); err != nil {
 			return refs, fmt.Errorf("unpack %s: %w", img.Name, err)
