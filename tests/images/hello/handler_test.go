@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -96,4 +98,33 @@ func TestListenPort(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestUDPEchoAndProbe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	go serveUDP(ctx, addr, "pod-a")
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 100)
+	for i := 0; i < 20; i++ { // the server may not be listening yet
+		conn.Write([]byte("hi"))
+		conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, err := conn.Read(buf); err == nil {
+			if got := string(buf[:n]); got != "udp pod-a: hi" {
+				t.Fatalf("answer %q", got)
+			}
+			return
+		}
+	}
+	t.Fatal("no UDP answer")
 }

@@ -7,7 +7,8 @@
 // lets tests see which pod served a request and how many that pod has
 // served; /healthz and /version serve probes and rolling-update tests;
 // /burn?ms=N uses a CPU for N ms (autoscaling tests) and /ws echoes
-// WebSocket messages (Ingress tests).
+// WebSocket messages (Ingress tests). The same port answers UDP datagrams;
+// --udp-probe HOST:PORT makes it the client of UDP tests instead.
 package main
 
 import (
@@ -35,9 +36,19 @@ const shutdownTimeout = 10 * time.Second
 
 func main() {
 	host := flag.String("host", "", "address to listen on (default: all interfaces)")
-	port := flag.Int("port", 8080, "port to listen on (env PORT takes precedence)")
+	port := flag.Int("port", 8080, "port to listen on, TCP and UDP (env PORT takes precedence)")
+	probe := flag.String("udp-probe", "", "instead of serving, send a UDP datagram to HOST:PORT every second and log the answers")
 	flag.Parse()
 
+	if *probe != "" {
+		log.SetOutput(os.Stdout)
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		if err := probeUDP(ctx, *probe, time.Second); err != nil {
+			log.Fatalf("hello: %v", err)
+		}
+		return
+	}
 	if err := run(*host, *port); err != nil {
 		log.Fatalf("hello: %v", err)
 	}
@@ -68,10 +79,15 @@ func run(host string, flagPort int) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() {
 		log.Printf("hello %s: %s listening on %s", version, name, srv.Addr)
 		errc <- srv.ListenAndServe()
+	}()
+	go func() {
+		if err := serveUDP(ctx, srv.Addr, name); err != nil {
+			errc <- fmt.Errorf("udp: %w", err)
+		}
 	}()
 
 	select {
