@@ -153,3 +153,55 @@ volumeBindingMode: WaitForFirstConsumer
 		})
 	})
 }
+
+// --disable local-storage, metrics-server and ingress remove what those
+// add-ons deployed; --disable-helm-controller leaves HelmCharts alone.
+func TestDisableAddons(t *testing.T) {
+	n := ownNode(t)
+	objects := map[string][]string{ // what each add-on leaves in the API
+		"local-storage":  {"storageclass", "local-path"},
+		"metrics-server": {"apiservice", "v1beta1.metrics.k8s.io"},
+		"ingress":        {"ingressclass", "kedge"},
+	}
+	for addon, obj := range objects {
+		eventually(t, time.Minute, addon+" is deployed", func() error {
+			_, err := n.kubectlErr("get", obj[0], obj[1])
+			return err
+		})
+	}
+	if err := n.stop(); err != nil {
+		t.Fatal(err)
+	}
+	n.args = append(n.args, "--disable", "local-storage,metrics-server", "--disable", "traefik", "--disable-helm-controller")
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.waitReady(3 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for addon, obj := range objects {
+		eventually(t, time.Minute, "--disable "+addon+" removes it", func() error {
+			if out, err := n.kubectlErr("get", obj[0], obj[1], "-o", "name", "--ignore-not-found"); err != nil || strings.TrimSpace(out) != "" {
+				return fmt.Errorf("%v %q", err, out)
+			}
+			return nil
+		})
+	}
+	if out, err := n.kubectlErr("top", "nodes"); err == nil {
+		t.Fatalf("kubectl top works with metrics-server disabled:\n%s", out)
+	}
+	// The HelmChart API stays; no controller acts on it.
+	n.apply(t, helmChartObject("default", "ignored", "  chart: nothing.tgz\n"))
+	eventually(t, 10*time.Second, "the HelmChart is stored", func() error {
+		_, err := n.kubectlErr("get", "helmchart", "ignored")
+		return err
+	})
+	data, _ := os.ReadFile(n.logFile())
+	last := string(data[strings.LastIndex(string(data), "=== start"):])
+	if strings.Contains(last, "msg=starting component=helm-controller") || strings.Contains(last, "helmchart=default/ignored") {
+		t.Fatalf("the helm controller ran with --disable-helm-controller")
+	}
+	if fin := n.jsonpath("default", "helmchart/ignored", "{.metadata.finalizers}"); fin != "" {
+		t.Fatalf("finalizers %q on a HelmChart with the controller disabled", fin)
+	}
+}
