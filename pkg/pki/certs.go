@@ -61,8 +61,17 @@ type leafSpec struct {
 	commonName string
 	orgs       []string
 	usage      x509.ExtKeyUsage
-	dnsNames   []string
-	ips        []net.IP
+	// peer adds client auth to a serving cert: etcd peers are both.
+	peer     bool
+	dnsNames []string
+	ips      []net.IP
+}
+
+func (s leafSpec) usages() []x509.ExtKeyUsage {
+	if s.peer {
+		return []x509.ExtKeyUsage{s.usage, x509.ExtKeyUsageClientAuth}
+	}
+	return []x509.ExtKeyUsage{s.usage}
 }
 
 // Ensure creates whatever is missing in o.Dir and returns the file paths.
@@ -71,10 +80,12 @@ func Ensure(o Options) (Files, error) {
 		return Files{}, errors.New("pki options: Dir is empty")
 	}
 	dir := absDir(o.Dir)
-	if err := ensureDir(dir); err != nil {
-		return Files{}, err
-	}
 	f := FilesIn(dir)
+	for _, d := range []string{dir, filepath.Dir(f.EtcdServerCACert)} {
+		if err := ensureDir(d); err != nil {
+			return Files{}, err
+		}
+	}
 
 	clientCA, err := ensureCA(f.ClientCACert, f.ClientCAKey, "kedge-client-ca")
 	if err != nil {
@@ -89,6 +100,16 @@ func Ensure(o Options) (Files, error) {
 		return Files{}, err
 	}
 	if err := ensureServiceAccountKey(f.ServiceAccountKey); err != nil {
+		return Files{}, err
+	}
+	// etcd's own CAs: made on every server, so that moving to embedded
+	// etcd later (--cluster-init) needs no new trust.
+	etcdServerCA, err := ensureCA(f.EtcdServerCACert, f.EtcdServerCAKey, "kedge-etcd-server-ca")
+	if err != nil {
+		return Files{}, err
+	}
+	etcdPeerCA, err := ensureCA(f.EtcdPeerCACert, f.EtcdPeerCAKey, "kedge-etcd-peer-ca")
+	if err != nil {
 		return Files{}, err
 	}
 
@@ -109,6 +130,9 @@ func Ensure(o Options) (Files, error) {
 		// The aggregation layer trusts only the request-header CA for proxied
 		// identities, so the proxy client cert must not come from the client CA.
 		{requestHeaderCA, f.AuthProxyCert, f.AuthProxyKey, client("system:auth-proxy")},
+		{etcdServerCA, f.EtcdServerCert, f.EtcdServerKey, etcdSpec(o, "kedge-etcd-server", false)},
+		{etcdPeerCA, f.EtcdPeerCert, f.EtcdPeerKey, etcdSpec(o, "kedge-etcd-peer", true)},
+		{etcdServerCA, f.EtcdClientCert, f.EtcdClientKey, client("kedge-etcd-client")},
 	}
 	for _, l := range leaves {
 		if err := ensureLeaf(l.ca, l.cert, l.key, l.spec); err != nil {
@@ -134,6 +158,13 @@ func servingSpec(o Options) leafSpec {
 	}
 	dns, ips := splitSANs(append(names, o.SANs...))
 	return leafSpec{commonName: "kube-apiserver", usage: x509.ExtKeyUsageServerAuth, dnsNames: dns, ips: ips}
+}
+
+// etcdSpec is etcd's serving (or peer) certificate: loopback, the host
+// name and the node's addresses (--tls-san and the advertise address).
+func etcdSpec(o Options, cn string, peer bool) leafSpec {
+	dns, ips := splitSANs(append([]string{"localhost", "127.0.0.1", "::1", o.Hostname}, o.SANs...))
+	return leafSpec{commonName: cn, usage: x509.ExtKeyUsageServerAuth, peer: peer, dnsNames: dns, ips: ips}
 }
 
 // splitSANs parses each entry as an IP if it parses, else keeps it as a DNS
@@ -340,7 +371,7 @@ func reissueReason(ca *authority, certPath, keyPath string, spec leafSpec, now t
 		return "common name changed"
 	case !sameSet(cert.Subject.Organization, spec.orgs):
 		return "organizations changed"
-	case !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{spec.usage}):
+	case !slices.Equal(cert.ExtKeyUsage, spec.usages()):
 		return "extended key usage changed"
 	}
 	// Extra SANs in the cert are tolerated: removing a --tls-san is not
@@ -402,7 +433,7 @@ func signLeaf(ca *authority, pub crypto.PublicKey, spec leafSpec, validity time.
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{spec.usage},
+		ExtKeyUsage:           spec.usages(),
 		BasicConstraintsValid: true,
 		AuthorityKeyId:        ca.cert.SubjectKeyId,
 		DNSNames:              spec.dnsNames,

@@ -45,6 +45,12 @@ type Files struct {
 	SchedulerCert, SchedulerKey               string // CN=system:kube-scheduler
 	APIServerKubeletCert, APIServerKubeletKey string // CN=kube-apiserver-kubelet-client, O=system:masters
 	AuthProxyCert, AuthProxyKey               string // CN=system:auth-proxy, signed by the request-header CA
+	// Embedded etcd: a CA for its clients and one for its peers.
+	EtcdServerCACert, EtcdServerCAKey string
+	EtcdPeerCACert, EtcdPeerCAKey     string
+	EtcdServerCert, EtcdServerKey     string // etcd's client-facing serving cert
+	EtcdPeerCert, EtcdPeerKey         string // serving and client cert between members
+	EtcdClientCert, EtcdClientKey     string // the apiserver's and kedge's etcd client cert
 }
 
 // FilesIn returns the paths Ensure uses inside dir. It does not touch the
@@ -75,6 +81,16 @@ func FilesIn(dir string) Files {
 		APIServerKubeletKey:  p("client-kube-apiserver.key"),
 		AuthProxyCert:        p("client-auth-proxy.crt"),
 		AuthProxyKey:         p("client-auth-proxy.key"),
+		EtcdServerCACert:     p("etcd/server-ca.crt"),
+		EtcdServerCAKey:      p("etcd/server-ca.key"),
+		EtcdPeerCACert:       p("etcd/peer-ca.crt"),
+		EtcdPeerCAKey:        p("etcd/peer-ca.key"),
+		EtcdServerCert:       p("etcd/server.crt"),
+		EtcdServerKey:        p("etcd/server.key"),
+		EtcdPeerCert:         p("etcd/peer.crt"),
+		EtcdPeerKey:          p("etcd/peer.key"),
+		EtcdClientCert:       p("etcd/client.crt"),
+		EtcdClientKey:        p("etcd/client.key"),
 	}
 }
 
