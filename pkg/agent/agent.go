@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,6 +25,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/agent/images"
 	"github.com/kedge-dev/kedge/pkg/agent/kubelet"
 	"github.com/kedge-dev/kedge/pkg/agent/kubeproxy"
+	"github.com/kedge-dev/kedge/pkg/agent/loadbalancer"
 	"github.com/kedge-dev/kedge/pkg/agent/registries"
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
@@ -77,8 +79,12 @@ func (l localIssuer) Issue(kind, certPath, keyPath string, sans []string) error 
 type Options struct {
 	Config    config.Config
 	ServerURL string
-	Creds     Credentials
-	Log       *slog.Logger
+	// LoadBalance puts the agent's load balancer between the node's
+	// components and the servers (kedge agent); a server's own agent
+	// talks to its own API, which lives and dies with it.
+	LoadBalance bool
+	Creds       Credentials
+	Log         *slog.Logger
 }
 
 // Paths of the agent's files under the data dir.
@@ -126,6 +132,17 @@ func Components(o Options) ([]component.Component, error) {
 	}
 	facts := hostinfo.Detect()
 	name, ip := NodeName(c), NodeIP(c)
+	var lb *loadbalancer.LB
+	if o.LoadBalance {
+		u, err := url.Parse(o.ServerURL)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("--server %q: not a URL", o.ServerURL)
+		}
+		if lb, err = loadbalancer.New(c.LBServerPort, u.Host, filepath.Join(p.root, "etc", "servers.json"), o.Log.With("component", "loadbalancer")); err != nil {
+			return nil, err
+		}
+		o.ServerURL = lb.URL()
+	}
 	o.Log.Info("agent", "node", name, "nodeIP", ip, "cgroupV2", facts.CgroupV2, "cgroupDriver", facts.CgroupDriver(), "restrictOOMScoreAdj", !facts.CanLowerOOMScoreAdj, "bin", binDir)
 
 	for _, d := range []string{p.root, p.tls(), layout.ImagesDir(), filepath.Join(c.RunDir, "containerd"), filepath.Join(p.root, "pod-manifests")} {
@@ -246,7 +263,15 @@ func Components(o Options) ([]component.Component, error) {
 			builtin[name] = data
 		}
 	}
-	components := []component.Component{
+	var components []component.Component
+	if lb != nil {
+		proxyConfig, err := clientcmd.BuildConfigFromFlags("", p.proxyKubeconfig())
+		if err != nil {
+			return nil, err
+		}
+		components = append(components, lb, &loadbalancer.Watcher{LB: lb, Config: proxyConfig, Log: o.Log.With("component", "loadbalancer")})
+	}
+	components = append(components,
 		containerd.New(containerd.Options{
 			ConfigFile: ctrdConfig,
 			Socket:     p.socket(),
@@ -257,7 +282,7 @@ func Components(o Options) ([]component.Component, error) {
 		}),
 		&images.Importer{Socket: p.socket(), Dir: layout.ImagesDir(), Builtin: builtin, Interval: 2 * time.Second, Log: o.Log.With("component", "images")},
 		&kubelet.Kubelet{ConfigFile: p.kubeletConfig(), Args: kargs, HealthzURL: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(hport)) + "/healthz", Log: o.Log.With("component", "kubelet")},
-	}
+	)
 	writer := &cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Log: o.Log.With("component", "cni")}
 	if c.FlannelBackend != "none" {
 		fl := &flannel.Flannel{

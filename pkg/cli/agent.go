@@ -50,7 +50,7 @@ an agent shares the credentials of a server on the same host (same
 			if err != nil {
 				return err
 			}
-			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, Creds: creds, Log: log})
+			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, LoadBalance: true, Creds: creds, Log: log})
 			if err != nil {
 				return err
 			}

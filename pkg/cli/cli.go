@@ -78,6 +78,9 @@ agents, the kubelet. Stock kubectl and Helm work against it.
 		newServerCommand(),
 		newAgentCommand(),
 		newKubectlCommand(),
+		newEtcdSnapshotCommand(stdout),
+		newEtcdCommand(stdout),
+		newDatastoreCommand(stdout),
 		newVersionCommand(stdout),
 	)
 	return root

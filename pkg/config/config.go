@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/robfig/cron/v3"
 	"github.com/spf13/pflag"
 )
 
@@ -33,6 +34,8 @@ const (
 	// DefaultContainerdSocket is where kedge's containerd listens.
 	DefaultContainerdSocket = DefaultRunDir + "/containerd/containerd.sock"
 	DefaultRegistriesFile   = "/etc/kedge/registries.yaml"
+	DefaultLBServerPort     = 6444
+	DefaultSnapshotCron     = "0 */12 * * *"
 )
 
 // Config is the whole configuration of a kedge server.
@@ -56,6 +59,16 @@ type Config struct {
 	Disable             []string
 	// DisableHelmController turns off the HelmChart controller.
 	DisableHelmController bool
+
+	// ClusterInit starts a cluster on embedded etcd; Server (in Agent) on
+	// a server joins the etcd cluster of that server.
+	ClusterInit              bool
+	ClusterReset             bool
+	ClusterResetRestorePath  string
+	EtcdDisableSnapshots     bool
+	EtcdSnapshotScheduleCron string
+	EtcdSnapshotRetention    int
+	EtcdSnapshotDir          string
 
 	KubeAPIServerArgs         []string
 	KubeControllerManagerArgs []string
@@ -86,6 +99,8 @@ type Agent struct {
 	PrivateRegistry  string
 	// DefaultLocalStoragePath holds the node's local-path volumes.
 	DefaultLocalStoragePath string
+	// LBServerPort is the agent's local load balancer to the servers.
+	LBServerPort int
 }
 
 // KnownAddons are the add-ons kedge deploys, by the names --disable takes.
@@ -102,6 +117,14 @@ func (c *Config) Disabled(addon string) bool {
 		}
 	}
 	return false
+}
+
+// SnapshotDir is --etcd-snapshot-dir, else <data-dir>/server/db/snapshots.
+func (c *Config) SnapshotDir() string {
+	if c.EtcdSnapshotDir != "" {
+		return c.EtcdSnapshotDir
+	}
+	return filepath.Join(c.DataDir, "server", "db", "snapshots")
 }
 
 // LocalStoragePath is --default-local-storage-path, else <data-dir>/storage.
@@ -137,6 +160,7 @@ func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.PauseImage, "pause-image", DefaultPauseImage, "sandbox (pause) image; the default ships inside kedge")
 	fs.StringVar(&a.PrivateRegistry, "private-registry", DefaultRegistriesFile, "registry configuration (mirrors, auth, TLS), as in k3s's registries.yaml")
 	fs.StringVar(&a.DefaultLocalStoragePath, "default-local-storage-path", "", "directory holding this node's local-path volumes (default: <data-dir>/storage)")
+	fs.IntVar(&a.LBServerPort, "lb-server-port", DefaultLBServerPort, "loopback port of the agent's load balancer to the servers (the node's components reach the API there)")
 }
 
 // ValidateAgent checks the agent settings.
@@ -163,6 +187,9 @@ func (a *Agent) ValidateAgent() error {
 		if _, _, err := SplitArg(arg); err != nil {
 			errs = append(errs, fmt.Errorf("--kubelet-arg: %w", err))
 		}
+	}
+	if a.LBServerPort < 0 || a.LBServerPort > 65535 {
+		errs = append(errs, fmt.Errorf("--lb-server-port: %d is not a port (1-65535; 0 picks a free one)", a.LBServerPort))
 	}
 	if a.DefaultLocalStoragePath != "" && !filepath.IsAbs(a.DefaultLocalStoragePath) {
 		errs = append(errs, fmt.Errorf("--default-local-storage-path: %q must be an absolute path", a.DefaultLocalStoragePath))
@@ -194,6 +221,14 @@ func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.DisableAgent, "disable-agent", false, "run the control plane only, without an agent on this node")
 	fs.StringSliceVar(&c.Disable, "disable", nil, "do not deploy these add-ons, and remove them if deployed (repeatable): "+strings.Join(KnownAddons, ", ")+" (traefik is another name for ingress)")
 	fs.BoolVar(&c.DisableHelmController, "disable-helm-controller", false, "do not run the HelmChart controller (helm.cattle.io/v1 HelmChart objects are then left alone)")
+	fs.StringVarP(&c.Server, "server", "s", "", "URL of a server to join (https://SERVER:6443, with --token): this server becomes a member of its embedded etcd cluster")
+	fs.BoolVar(&c.ClusterInit, "cluster-init", false, "run embedded etcd instead of SQLite, so other servers can join (--server); an existing SQLite database is moved into etcd")
+	fs.BoolVar(&c.ClusterReset, "cluster-reset", false, "make this server's etcd a cluster of one member (with --cluster-reset-restore-path: from a snapshot), then exit")
+	fs.StringVar(&c.ClusterResetRestorePath, "cluster-reset-restore-path", "", "etcd snapshot file to restore with --cluster-reset")
+	fs.BoolVar(&c.EtcdDisableSnapshots, "etcd-disable-snapshots", false, "take no scheduled etcd snapshots")
+	fs.StringVar(&c.EtcdSnapshotScheduleCron, "etcd-snapshot-schedule-cron", DefaultSnapshotCron, "when to take etcd snapshots, in cron syntax")
+	fs.IntVar(&c.EtcdSnapshotRetention, "etcd-snapshot-retention", 5, "how many scheduled etcd snapshots to keep")
+	fs.StringVar(&c.EtcdSnapshotDir, "etcd-snapshot-dir", "", "where etcd snapshots go (default: <data-dir>/server/db/snapshots)")
 	fs.StringArrayVar(&c.KubeAPIServerArgs, "kube-apiserver-arg", nil, "extra kube-apiserver flag as key=value (repeatable; overrides kedge's default)")
 	fs.StringArrayVar(&c.KubeControllerManagerArgs, "kube-controller-manager-arg", nil, "extra kube-controller-manager flag as key=value (repeatable)")
 	fs.StringArrayVar(&c.KubeSchedulerArgs, "kube-scheduler-arg", nil, "extra kube-scheduler flag as key=value (repeatable)")
@@ -276,6 +311,29 @@ func (c *Config) Validate() error {
 				bad(flag, "%v", err)
 			}
 		}
+	}
+	if c.DatastoreEndpoint != "" && (c.ClusterInit || c.Server != "") {
+		bad("datastore-endpoint", "an external datastore and embedded etcd (--cluster-init, --server) exclude each other")
+	}
+	if c.Server != "" {
+		if !strings.HasPrefix(c.Server, "https://") {
+			bad("server", "%q must be the https:// URL of a kedge server (https://SERVER:6443)", c.Server)
+		}
+		if c.Token == "" {
+			bad("token", "joining %s needs the cluster's token (the first server's <data-dir>/server/token)", c.Server)
+		}
+	}
+	if c.ClusterResetRestorePath != "" && !c.ClusterReset {
+		bad("cluster-reset-restore-path", "needs --cluster-reset")
+	}
+	if _, err := cron.ParseStandard(c.EtcdSnapshotScheduleCron); err != nil {
+		bad("etcd-snapshot-schedule-cron", "%q is not a cron schedule (example: %q): %v", c.EtcdSnapshotScheduleCron, DefaultSnapshotCron, err)
+	}
+	if c.EtcdSnapshotRetention < 1 {
+		bad("etcd-snapshot-retention", "%d: keep at least 1 snapshot", c.EtcdSnapshotRetention)
+	}
+	if c.EtcdSnapshotDir != "" && !filepath.IsAbs(c.EtcdSnapshotDir) {
+		bad("etcd-snapshot-dir", "%q must be an absolute path", c.EtcdSnapshotDir)
 	}
 	for _, d := range c.Disable {
 		if !slices.Contains(KnownAddons, d) && addonAliases[d] == "" {

@@ -82,7 +82,11 @@ type InformersComponent struct {
 	informers *Informers
 }
 
-func (c *InformersComponent) Name() string                { return c.name }
+func (c *InformersComponent) Name() string { return c.name }
+
+// Informers are the informers this component stops.
+func (c *InformersComponent) Informers() *Informers { return c.informers }
+
 func (c *InformersComponent) Start(context.Context) error { return nil }
 func (c *InformersComponent) Ready(context.Context) error { return nil }
 

@@ -10,10 +10,15 @@ import (
 
 // Params are what the component flags are rendered from.
 type Params struct {
-	Config           config.Config
-	TLS              pki.Files
-	EtcdEndpoints    []string
+	Config        config.Config
+	TLS           pki.Files
+	EtcdEndpoints []string
+	// EtcdTLS: the datastore is kedge's embedded etcd, reached with
+	// kedge's etcd client certificate.
+	EtcdTLS          bool
 	AdvertiseAddress string
+	// LeaderElect: more than one server may run the controllers.
+	LeaderElect bool
 	// Kubeconfigs of the controller-manager and the scheduler.
 	ControllerKubeconfig string
 	SchedulerKubeconfig  string
@@ -60,19 +65,24 @@ func APIServerArgs(p Params) (Args, error) {
 		// hold the HTTP server's shutdown for the 60s request timeout.
 		"shutdown-send-retry-after": "true",
 	}
+	if p.EtcdTLS {
+		a["etcd-cafile"] = p.TLS.EtcdServerCACert
+		a["etcd-certfile"] = p.TLS.EtcdClientCert
+		a["etcd-keyfile"] = p.TLS.EtcdClientKey
+	}
 	return a, a.Override(c.KubeAPIServerArgs)
 }
 
 // ControllerManagerArgs are kedge's defaults for kube-controller-manager:
-// node IPAM on, every signer backed by kedge's CAs, no leader election
-// (one server on SQLite).
+// node IPAM on, every signer backed by kedge's CAs, leader election only
+// when more than one server can run (one server on SQLite needs none).
 func ControllerManagerArgs(p Params) (Args, error) {
 	c := p.Config
 	a := Args{
 		"kubeconfig":                                      p.ControllerKubeconfig,
 		"authentication-kubeconfig":                       p.ControllerKubeconfig,
 		"authorization-kubeconfig":                        p.ControllerKubeconfig,
-		"leader-elect":                                    "false",
+		"leader-elect":                                    strconv.FormatBool(p.LeaderElect),
 		"allocate-node-cidrs":                             "true",
 		"cluster-cidr":                                    c.ClusterCIDR,
 		"service-cluster-ip-range":                        c.ServiceCIDR,
@@ -99,7 +109,7 @@ func SchedulerArgs(p Params) (Args, error) {
 		"kubeconfig":                p.SchedulerKubeconfig,
 		"authentication-kubeconfig": p.SchedulerKubeconfig,
 		"authorization-kubeconfig":  p.SchedulerKubeconfig,
-		"leader-elect":              "false",
+		"leader-elect":              strconv.FormatBool(p.LeaderElect),
 		"profiling":                 "false",
 	}
 	return a, a.Override(p.Config.KubeSchedulerArgs)

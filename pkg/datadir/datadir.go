@@ -3,10 +3,13 @@
 package datadir
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 )
 
 // Layout names every path under the data dir.
@@ -22,6 +25,9 @@ func (l Layout) TokenFile() string    { return filepath.Join(l.Server(), "token"
 func (l Layout) ManifestsDir() string { return filepath.Join(l.Server(), "manifests") }
 func (l Layout) Agent() string        { return filepath.Join(l.Root, "agent") }
 func (l Layout) ImagesDir() string    { return filepath.Join(l.Agent(), "images") }
+
+// SQLiteSnapshotDir is where `kedge datastore snapshot` writes.
+func (l Layout) SQLiteSnapshotDir() string { return filepath.Join(l.DBDir(), "snapshots") }
 
 // StaticChartsDir holds Helm charts served at /static/charts/.
 func (l Layout) StaticChartsDir() string { return filepath.Join(l.Server(), "static", "charts") }
@@ -65,4 +71,20 @@ func WritePIDFile(runDir, role string) (func(), error) {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	return func() { os.Remove(path) }, nil
+}
+
+// Running returns the PID in <runDir>/<role>.pid if that process lives.
+func Running(runDir, role string) (int, bool) {
+	data, err := os.ReadFile(filepath.Join(runDir, role+".pid"))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return 0, false
+	}
+	return pid, true
 }

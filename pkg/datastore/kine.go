@@ -13,6 +13,7 @@ import (
 
 	"github.com/k3s-io/kine/pkg/endpoint"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 )
 
@@ -133,4 +134,22 @@ func (k *Kine) Stop() error {
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("kine did not close the database within 10s")
 	}
+}
+
+// Peek starts kine on the datastore for as long as f runs, on a socket of
+// its own: what a server reads and writes before the control plane starts
+// (the cluster's bootstrap data, pkg/bootstrap).
+func Peek(ctx context.Context, o Options, f func(*clientv3.Client) error) error {
+	o.Socket += ".boot"
+	k := New(o)
+	if err := k.Start(ctx); err != nil {
+		return err
+	}
+	defer k.Stop()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: k.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("connect to kine: %w", err)
+	}
+	defer cli.Close()
+	return f(cli)
 }

@@ -88,8 +88,7 @@ func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
 		return
 	}
-	user, secret, ok := r.BasicAuth()
-	if !ok || user != s.Token.Username || subtle.ConstantTimeCompare([]byte(secret), []byte(s.Token.Secret)) != 1 {
+	if !s.Token.Authorizes(r) {
 		http.Error(w, "invalid join token", http.StatusUnauthorized)
 		return
 	}
@@ -125,6 +124,49 @@ func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(signResponse{Cert: string(cert), ClientCA: string(clientCA)})
 }
 
+// Authorizes reports whether r carries t as HTTP basic auth (the token's
+// user and secret), the credential of kedge's join endpoints.
+func (t Token) Authorizes(r *http.Request) bool {
+	user, secret, ok := r.BasicAuth()
+	return ok && user == t.Username && subtle.ConstantTimeCompare([]byte(secret), []byte(t.Secret)) == 1
+}
+
+// Call POSTs (or GETs, with a nil in) JSON to path on the server with the
+// token as credential, and decodes the JSON answer into out. Bootstrap
+// first: the server's CA is what the connection trusts.
+func (r *Remote) Call(ctx context.Context, path string, in, out any) error {
+	if r.client == nil {
+		return errors.New("join: Bootstrap first")
+	}
+	method, body := http.MethodGet, io.Reader(nil)
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		method, body = http.MethodPost, bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(r.Server, "/")+path, body)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(r.Token.Username, r.Token.Secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s%s: %w", r.Server, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s%s: the server said %s: %s", r.Server, path, resp.Status, strings.TrimSpace(string(data)))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
 // Remote is an agent's link to a server it joins with a token: it pins
 // the server's CA (checked against the token's hash) and has the server
 // sign its node certificates. Files live in Dir.
@@ -151,6 +193,10 @@ func (r *Remote) Bootstrap(ctx context.Context) error {
 	}
 	for attempt := 0; ; attempt++ {
 		ca, err := r.fetchCA(ctx)
+		var notKedge errNotKedge
+		if errors.As(err, &notKedge) {
+			return fmt.Errorf("%s is not a kedge server: %w (check --server: https://SERVER:6443)", r.Server, err)
+		}
 		if err == nil {
 			if err := r.verify(ca); err != nil {
 				return err
@@ -186,10 +232,16 @@ func (r *Remote) fetchCA(ctx context.Context) ([]byte, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /cacerts: %s", resp.Status)
+		// Something answers, and it is not kedge: waiting will not help.
+		return nil, errNotKedge{fmt.Errorf("GET /cacerts: %s", resp.Status)}
 	}
 	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 }
+
+// errNotKedge: the URL answers HTTP, but not as a kedge server.
+type errNotKedge struct{ error }
+
+func (e errNotKedge) Unwrap() error { return e.error }
 
 func (r *Remote) verify(ca []byte) error {
 	if r.Token.CAHash == "" {

@@ -5,39 +5,35 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/kedge-dev/kedge/manifests"
-	"github.com/kedge-dev/kedge/pkg/addons"
 	"github.com/kedge-dev/kedge/pkg/agent"
+	"github.com/kedge-dev/kedge/pkg/bootstrap"
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/controller"
 	"github.com/kedge-dev/kedge/pkg/controlplane"
 	"github.com/kedge-dev/kedge/pkg/datadir"
-	"github.com/kedge-dev/kedge/pkg/datastore"
+	"github.com/kedge-dev/kedge/pkg/etcd"
 	"github.com/kedge-dev/kedge/pkg/frontend"
-	"github.com/kedge-dev/kedge/pkg/helmchart"
-	"github.com/kedge-dev/kedge/pkg/ingress"
 	"github.com/kedge-dev/kedge/pkg/join"
-	"github.com/kedge-dev/kedge/pkg/metricsserver"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/sdnotify"
-	"github.com/kedge-dev/kedge/pkg/servicelb"
 )
 
 // Run runs a server until ctx is done or a component fails.
@@ -60,8 +56,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := controlplane.CheckUserArgs(cfg); err != nil {
 		return err
 	}
-	if cfg.DatastoreEndpoint == "" {
-		if err := datastore.CheckSQLiteFile(layout.DBFile()); err != nil {
+	st, err := planStore(cfg, layout)
+	if err != nil {
+		return err
+	}
+	if cfg.ClusterResetRestorePath != "" {
+		if err := etcd.Check(cfg.ClusterResetRestorePath, log); err != nil {
 			return err
 		}
 	}
@@ -78,17 +78,34 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	nodeName := agent.NodeName(cfg)
 	hostname, _ := os.Hostname()
-	sans := append([]string{advertise.String()}, cfg.TLSSAN...)
-	tlsFiles, err := pki.Ensure(pki.Options{
+	pkiOptions := pki.Options{
 		Dir:           layout.TLSDir(),
 		Hostname:      hostname,
-		SANs:          sans,
+		SANs:          append([]string{advertise.String()}, cfg.TLSSAN...),
 		ServiceIP:     cfg.ServiceIP(),
 		ClusterDomain: cfg.ClusterDomain,
-	})
-	if err != nil {
-		return fmt.Errorf("certificates in %s: %w", layout.TLSDir(), err)
+	}
+	var tlsFiles pki.Files
+	ensure := func() error {
+		f, err := pki.Ensure(pkiOptions)
+		if err != nil {
+			return fmt.Errorf("certificates in %s: %w", layout.TLSDir(), err)
+		}
+		tlsFiles = f
+		return nil
+	}
+	var remote *join.Remote
+	if st.join {
+		t, err := join.Parse(cfg.Token)
+		if err != nil {
+			return fmt.Errorf("--token: %w", err)
+		}
+		remote = &join.Remote{Server: cfg.Server, Token: t, NodeName: nodeName, Dir: filepath.Join(layout.Server(), "join"), Log: log}
+	}
+	if err := shareBootstrap(ctx, cfg, layout, st, remote, ensure, log); err != nil {
+		return err
 	}
 	caHash, err := pki.CAHash(tlsFiles.ServerCACert)
 	if err != nil {
@@ -98,30 +115,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.ClusterReset {
+		return resetCluster(ctx, cfg, layout, tlsFiles, nodeName, advertise.String(), log)
+	}
 
 	apiURL := "https://" + net.JoinHostPort(loopbackFor(cfg.BindAddress), strconv.Itoa(cfg.HTTPSListenPort))
-	kubeconfigs := map[string]pki.Kubeconfig{
-		"controller": {Server: apiURL, CACert: tlsFiles.ServerCACert, CertFile: tlsFiles.ControllerCert, KeyFile: tlsFiles.ControllerKey},
-		"scheduler":  {Server: apiURL, CACert: tlsFiles.ServerCACert, CertFile: tlsFiles.SchedulerCert, KeyFile: tlsFiles.SchedulerKey},
-		"supervisor": {Server: apiURL, CACert: tlsFiles.ServerCACert, CertFile: tlsFiles.SupervisorCert, KeyFile: tlsFiles.SupervisorKey},
+	if err := writeKubeconfigs(cfg, layout, tlsFiles, apiURL); err != nil {
+		return err
 	}
-	for name, k := range kubeconfigs {
-		if err := pki.WriteKubeconfig(credPath(layout, name), 0o600, k); err != nil {
-			return err
-		}
+	store, endpoints, etcdTLS, err := datastoreComponents(ctx, cfg, layout, st, tlsFiles, remote, nodeName, advertise.String(), log)
+	if err != nil {
+		return err
 	}
-	mode, _ := cfg.KubeconfigMode()
-	admin := pki.Kubeconfig{Server: apiURL, CACert: tlsFiles.ServerCACert, CertFile: tlsFiles.AdminCert, KeyFile: tlsFiles.AdminKey, Embed: true}
-	if err := pki.WriteKubeconfig(cfg.WriteKubeconfig, mode, admin); err != nil {
-		return fmt.Errorf("--write-kubeconfig: %w", err)
-	}
-
-	kine := datastore.New(datastore.Options{
-		Endpoint: cfg.DatastoreEndpoint,
-		DBFile:   layout.DBFile(),
-		Socket:   layout.KineSocket(),
-		Log:      log.With("component", "kine"),
-	})
+	ha := st.mode != storeSQLite
 	probe, err := controlplane.NewProbeClient(apiURL, tlsFiles.ServerCACert, tlsFiles.SupervisorCert, tlsFiles.SupervisorKey)
 	if err != nil {
 		return err
@@ -129,20 +135,31 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	params := controlplane.Params{
 		Config:               cfg,
 		TLS:                  tlsFiles,
+		EtcdTLS:              etcdTLS,
 		AdvertiseAddress:     advertise.String(),
+		LeaderElect:          ha,
 		ControllerKubeconfig: credPath(layout, "controller"),
 		SchedulerKubeconfig:  credPath(layout, "scheduler"),
 	}
-	// The apiserver's flags need kine's endpoints, known once it started.
+	joinMux := http.NewServeMux()
+	joinMux.Handle(join.SignPath, &join.Signer{Token: token, TLS: tlsFiles})
+	joinMux.Handle(bootstrap.Path, &bootstrap.Handler{Token: token, Dir: layout.TLSDir()})
+	if st.mode == storeEtcd {
+		joinMux.Handle(etcd.JoinPath, &etcd.JoinHandler{Token: token, Client: func() (*clientv3.Client, error) {
+			return etcd.NewClient(tlsFiles, endpoints())
+		}})
+	}
+	// The apiserver's flags need the datastore's endpoints, known once it
+	// started.
 	apiserver := &lazyAPIServer{
 		APIServer: controlplane.APIServer{
 			Listener: ln,
-			Wrap:     frontend.Wrap(frontend.Options{ServerCAFile: tlsFiles.ServerCACert, Join: &join.Signer{Token: token, TLS: tlsFiles}, StaticDir: filepath.Dir(layout.StaticChartsDir())}),
+			Wrap:     frontend.Wrap(frontend.Options{ServerCAFile: tlsFiles.ServerCACert, Join: joinMux, StaticDir: filepath.Dir(layout.StaticChartsDir())}),
 			Probe:    probe,
 			Log:      log.With("component", "kube-apiserver"),
 		},
-		params: params,
-		kine:   kine,
+		params:    params,
+		endpoints: endpoints,
 	}
 	kcmArgs, err := controlplane.ControllerManagerArgs(params)
 	if err != nil {
@@ -156,89 +173,24 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	disabled := map[string]bool{}
-	for _, a := range config.KnownAddons {
-		disabled[a] = cfg.Disabled(a)
-	}
-	ca, err := os.ReadFile(tlsFiles.ServerCACert)
-	if err != nil {
-		return err
-	}
-	shared, err := controller.NewInformers(supervisor)
-	if err != nil {
-		return err
-	}
-	addonValues := addons.Values{
-		ClusterDNS:     cfg.ClusterDNS,
-		ClusterDomain:  cfg.ClusterDomain,
-		CoreDNSImage:   config.CoreDNSImage,
-		ServerCABundle: base64.StdEncoding.EncodeToString(ca),
-		TraefikImage:   config.TraefikImage,
-	}
-	platform := []component.Component{
-		shared.Component("informers"),
-		&addons.Deployer{
-			Config:   supervisor,
-			Embedded: manifests.FS,
-			Values:   addonValues,
-			Disabled: disabled,
-			UserDir:  layout.ManifestsDir(),
-			Interval: 30 * time.Second,
-			Log:      log.With("component", "addons"),
-		},
-		&servicelb.Controller{
-			Config:   supervisor,
-			Identity: agent.NodeName(cfg),
-			Disabled: disabled["servicelb"],
-			Log:      log.With("component", "servicelb"),
-		},
-	}
-	if !disabled["metrics-server"] {
-		ms, err := newMetricsServer(layout, tlsFiles, apiURL, log.With("component", "metrics-server"))
-		if err != nil {
-			return err
-		}
-		apiserver.LocalServices = map[string]*url.URL{metricsserver.Namespace + "/" + metricsserver.ServiceName: ms.URL()}
-		platform = append(platform, ms)
-	}
-	if !cfg.DisableHelmController {
-		platform = append(platform, &helmchart.Controller{
-			Informers:  shared,
-			Kubeconfig: credPath(layout, "supervisor"),
-			StaticDir:  layout.StaticChartsDir(),
-			HelmHome:   filepath.Join(layout.Server(), "helm"),
-			APIHost:    net.JoinHostPort(advertise.String(), strconv.Itoa(cfg.HTTPSListenPort)),
-			ServerCA:   tlsFiles.ServerCACert,
-			Log:        log.With("component", "helm-controller"),
-		})
-	}
-	traefik, err := addons.Render(manifests.FS, "ingress/traefik.yaml", addonValues)
-	if err != nil {
-		return err
-	}
-	applier, err := addons.NewApplier(supervisor, log.With("component", "ingress"))
-	if err != nil {
-		return err
-	}
-	platform = append(platform, &ingress.Controller{
-		Informers: shared,
-		Applier:   applier,
-		Manifest:  traefik,
-		Image:     config.TraefikImage,
-		Disabled:  disabled["ingress"],
-		Log:       log.With("component", "ingress"),
-	})
-	components := append([]component.Component{
-		kine,
+	components := append(store,
 		apiserver,
 		&controlplane.ControllerManager{Args: kcmArgs, Log: log.With("component", "kube-controller-manager")},
 		&controlplane.Scheduler{Args: schedArgs, Log: log.With("component", "kube-scheduler")},
-	}, platform...)
+	)
+	plat, err := platform(cfg, layout, tlsFiles, supervisor, apiURL, apiserver, advertise.String(), ha, log)
+	if err != nil {
+		return err
+	}
+	components = append(components, plat...)
+	if st.mode == storeEtcd {
+		components = append(components, etcdComponents(cfg, tlsFiles, nodeName, plat[0], log)...)
+	}
 	if !cfg.DisableAgent {
 		node, err := agent.Components(agent.Options{
 			Config:    cfg,
 			ServerURL: apiURL,
-			Creds:     agent.LocalCredentials(tlsFiles, agent.NodeName(cfg)),
+			Creds:     agent.LocalCredentials(tlsFiles, nodeName),
 			Log:       log,
 		})
 		if err != nil {
@@ -251,54 +203,70 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("kedge server is ready",
 			"api", "https://"+net.JoinHostPort(advertise.String(), strconv.Itoa(cfg.HTTPSListenPort)),
 			"kubeconfig", cfg.WriteKubeconfig,
+			"datastore", st.describe(cfg),
 			"took", time.Since(begin).Round(time.Millisecond))
 		sdnotify.ReadyUntil(ctx, log)
 	})
 }
 
-// lazyAPIServer renders the apiserver's flags at Start, after kine.
+func (s store) describe(cfg config.Config) string {
+	switch s.mode {
+	case storeEtcd:
+		return "embedded etcd"
+	case storeExternal:
+		scheme, _, _ := strings.Cut(cfg.DatastoreEndpoint, "://")
+		return scheme + " (external)"
+	}
+	return "sqlite"
+}
+
+// writeKubeconfigs writes the control plane's and the admin's kubeconfigs.
+func writeKubeconfigs(cfg config.Config, layout datadir.Layout, f pki.Files, apiURL string) error {
+	kubeconfigs := map[string]pki.Kubeconfig{
+		"controller": {Server: apiURL, CACert: f.ServerCACert, CertFile: f.ControllerCert, KeyFile: f.ControllerKey},
+		"scheduler":  {Server: apiURL, CACert: f.ServerCACert, CertFile: f.SchedulerCert, KeyFile: f.SchedulerKey},
+		"supervisor": {Server: apiURL, CACert: f.ServerCACert, CertFile: f.SupervisorCert, KeyFile: f.SupervisorKey},
+	}
+	for name, k := range kubeconfigs {
+		if err := pki.WriteKubeconfig(credPath(layout, name), 0o600, k); err != nil {
+			return err
+		}
+	}
+	mode, _ := cfg.KubeconfigMode()
+	admin := pki.Kubeconfig{Server: apiURL, CACert: f.ServerCACert, CertFile: f.AdminCert, KeyFile: f.AdminKey, Embed: true}
+	if err := pki.WriteKubeconfig(cfg.WriteKubeconfig, mode, admin); err != nil {
+		return fmt.Errorf("--write-kubeconfig: %w", err)
+	}
+	return nil
+}
+
+// etcdComponents are the embedded etcd's helpers: node labels and member
+// removal, and scheduled snapshots.
+func etcdComponents(cfg config.Config, f pki.Files, nodeName string, informers component.Component, log *slog.Logger) []component.Component {
+	shared := informers.(*controller.InformersComponent).Informers()
+	comps := []component.Component{&etcd.MemberController{Informers: shared, NodeName: nodeName, TLS: f, Log: log.With("component", "etcd")}}
+	if !cfg.EtcdDisableSnapshots {
+		comps = append(comps, &etcd.Snapshotter{Cron: cfg.EtcdSnapshotScheduleCron, Retention: cfg.EtcdSnapshotRetention, Dir: cfg.SnapshotDir(), Node: nodeName, TLS: f, Log: log.With("component", "etcd")})
+	}
+	return comps
+}
+
+// lazyAPIServer renders the apiserver's flags at Start, after the
+// datastore.
 type lazyAPIServer struct {
 	controlplane.APIServer
-	params controlplane.Params
-	kine   *datastore.Kine
+	params    controlplane.Params
+	endpoints func() []string
 }
 
 func (l *lazyAPIServer) Start(ctx context.Context) error {
-	l.params.EtcdEndpoints = l.kine.Endpoints()
+	l.params.EtcdEndpoints = l.endpoints()
 	args, err := controlplane.APIServerArgs(l.params)
 	if err != nil {
 		return fmt.Errorf("--kube-apiserver-arg: %w", err)
 	}
 	l.Args = args
 	return l.APIServer.Start(ctx)
-}
-
-// newMetricsServer gives metrics-server its serving certificate and
-// identity, and opens its loopback listener.
-func newMetricsServer(layout datadir.Layout, f pki.Files, apiURL string, log *slog.Logger) (*metricsserver.Server, error) {
-	tls := layout.TLSDir()
-	cert, key := filepath.Join(tls, "serving-metrics-server.crt"), filepath.Join(tls, "serving-metrics-server.key")
-	if err := pki.IssueServingCert(f.ServerCACert, f.ServerCAKey, cert, key, metricsserver.ServiceHost, []string{metricsserver.ServiceHost, "127.0.0.1"}); err != nil {
-		return nil, fmt.Errorf("metrics-server serving certificate: %w", err)
-	}
-	ccert, ckey := filepath.Join(tls, "client-metrics-server.crt"), filepath.Join(tls, "client-metrics-server.key")
-	if err := pki.IssueClientCert(f.ClientCACert, f.ClientCAKey, ccert, ckey, "system:kedge-metrics-server", nil); err != nil {
-		return nil, fmt.Errorf("metrics-server client certificate: %w", err)
-	}
-	kc := credPath(layout, "metrics-server")
-	if err := pki.WriteKubeconfig(kc, 0o600, pki.Kubeconfig{Server: apiURL, CACert: f.ServerCACert, CertFile: ccert, KeyFile: ckey}); err != nil {
-		return nil, err
-	}
-	return metricsserver.New(metricsserver.Options{
-		Kubeconfig:                kc,
-		ServingCert:               cert,
-		ServingKey:                key,
-		ClientCA:                  f.ClientCACert,
-		RequestHeaderCA:           f.RequestHeaderCACert,
-		RequestHeaderAllowedNames: "system:auth-proxy",
-		KubeletCA:                 f.ServerCACert,
-		Resolution:                15 * time.Second,
-	}, log)
 }
 
 func credPath(l datadir.Layout, name string) string {

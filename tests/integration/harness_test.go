@@ -131,7 +131,10 @@ func run(m *testing.M) int {
 // node is one kedge server started by a test.
 type node struct {
 	// netns, if set, is the network namespace kedge and kubectl run in.
-	netns      string
+	netns string
+	// hostname, if set, is kedge's host name (a UTS namespace of its own):
+	// servers on one machine then have distinct identities in leases.
+	hostname   string
 	dir        string // test root: data/, kubeconfig, config.yaml, kedge.log
 	port       int
 	kubeconfig string
@@ -246,6 +249,9 @@ func (n *node) start() error {
 	}
 	fmt.Fprintf(log, "=== start %s %s\n", kedgeBin, strings.Join(n.args, " "))
 	n.cmd = inNetns(n.netns, kedgeBin, n.args...)
+	if n.hostname != "" {
+		n.cmd = inNetns(n.netns, "unshare", append([]string{"--uts", "--", "sh", "-c", `hostname "$0" && exec "$@"`, n.hostname, kedgeBin}, n.args...)...)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = log, log
 	n.cmd.Env = append(cleanEnv(), n.env...)
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
