@@ -35,9 +35,11 @@ const (
 	groupAPI   = "api"
 	// groupAddons is the idle memory each add-on adds (kedge only).
 	groupAddons = "addons"
+	// groupHA is the API figures of 3 servers on embedded etcd.
+	groupHA = "ha"
 )
 
-var allGroups = []string{groupSize, groupStart, groupIdle, groupAPI, groupPods, groupBurst, groupAddons}
+var allGroups = []string{groupSize, groupStart, groupIdle, groupAPI, groupPods, groupBurst, groupAddons, groupHA}
 
 // options are the parent's flags.
 type options struct {
@@ -177,6 +179,11 @@ func run(ctx context.Context, args []string) error {
 				return fmt.Errorf("%s run %d: %w", sys, i, err)
 			}
 			res.addRun(sys, r, o.only[groupStart])
+		}
+	}
+	if o.only[groupHA] && contains(o.systems, systemKedge) {
+		if err := measureHA(ctx, o, res); err != nil {
+			return err
 		}
 	}
 	if o.only[groupAddons] && contains(o.systems, systemKedge) {

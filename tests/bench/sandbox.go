@@ -33,6 +33,8 @@ type sandbox struct {
 	dir        string
 	netnsPath  string
 	cgroupDirs []string
+	// extra are more namespaces of the sandbox (the HA servers').
+	extra []string
 }
 
 // childSpec is what the parent tells the child, through <dir>/spec.json.
@@ -48,6 +50,8 @@ type childSpec struct {
 	Kubectl     string   `json:"kubectl"`
 	// Variant is the add-on kept on in an add-ons run ("none": all off).
 	Variant string `json:"variant,omitempty"`
+	// Sandbox is the sandbox's name (its network namespace).
+	Sandbox string `json:"sandbox"`
 	// AddonsArchive is put in kedge's images dir (Traefik).
 	AddonsArchive string `json:"addonsArchive,omitempty"`
 }
@@ -90,9 +94,14 @@ func runSandboxed(ctx context.Context, o options, sys string, runNo int, groups 
 		return nil, err
 	}
 	defer s.cleanup(o.keep)
+	if sys == systemKedgeHA {
+		if err := s.addHANetwork(); err != nil {
+			return nil, err
+		}
+	}
 	spec := childSpec{System: sys, Run: runNo, Dir: s.dir, CgroupRoot: "/" + s.name, Groups: groups,
 		Kedge: o.kedge, BaselineDir: o.baselineDir, ImagesDir: o.imagesDir, Kubectl: o.kubectl,
-		Variant: variant, AddonsArchive: o.addonsArchive}
+		Variant: variant, AddonsArchive: o.addonsArchive, Sandbox: s.name}
 	data, _ := json.Marshal(spec)
 	specFile := filepath.Join(s.dir, "spec.json")
 	if err := os.WriteFile(specFile, data, 0o600); err != nil {
@@ -172,8 +181,10 @@ func (s *sandbox) cleanup(keep bool) {
 	for _, d := range cgroup.Remove(s.cgroupDirs, 15*time.Second) {
 		logf("cleanup: cgroup %s could not be removed", d)
 	}
-	if out, err := exec.Command("ip", "netns", "delete", s.name).CombinedOutput(); err != nil {
-		logf("cleanup %s: ip netns delete: %v: %s", s.name, err, out)
+	for _, ns := range append([]string{s.name}, s.extra...) {
+		if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
+			logf("cleanup %s: ip netns delete: %v: %s", ns, err, out)
+		}
 	}
 	if keep {
 		logf("kept %s", s.dir)
@@ -188,16 +199,21 @@ func (s *sandbox) cleanup(keep bool) {
 // with all their descendants.
 func (s *sandbox) processes() []int {
 	var roots []int
-	var st syscall.Stat_t
-	if err := syscall.Stat(s.netnsPath, &st); err == nil {
-		want := fmt.Sprintf("net:[%d]", st.Ino)
+	want := map[string]bool{}
+	for _, ns := range append([]string{s.name}, s.extra...) {
+		var st syscall.Stat_t
+		if err := syscall.Stat("/run/netns/"+ns, &st); err == nil {
+			want[fmt.Sprintf("net:[%d]", st.Ino)] = true
+		}
+	}
+	if len(want) > 0 {
 		entries, _ := os.ReadDir("/proc")
 		for _, e := range entries {
 			pid, err := strconv.Atoi(e.Name())
 			if err != nil || pid == os.Getpid() {
 				continue
 			}
-			if link, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "net")); err == nil && link == want {
+			if link, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "net")); err == nil && want[link] {
 				roots = append(roots, pid)
 			}
 		}
