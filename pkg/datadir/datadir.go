@@ -15,16 +15,19 @@ import (
 // Layout names every path under the data dir.
 type Layout struct{ Root string }
 
-func (l Layout) Server() string       { return filepath.Join(l.Root, "server") }
-func (l Layout) DBDir() string        { return filepath.Join(l.Server(), "db") }
-func (l Layout) DBFile() string       { return filepath.Join(l.DBDir(), "state.db") }
-func (l Layout) KineSocket() string   { return filepath.Join(l.DBDir(), "kine.sock") }
-func (l Layout) TLSDir() string       { return filepath.Join(l.Server(), "tls") }
-func (l Layout) CredDir() string      { return filepath.Join(l.Server(), "cred") }
-func (l Layout) TokenFile() string    { return filepath.Join(l.Server(), "token") }
-func (l Layout) ManifestsDir() string { return filepath.Join(l.Server(), "manifests") }
-func (l Layout) Agent() string        { return filepath.Join(l.Root, "agent") }
-func (l Layout) ImagesDir() string    { return filepath.Join(l.Agent(), "images") }
+func (l Layout) Server() string     { return filepath.Join(l.Root, "server") }
+func (l Layout) DBDir() string      { return filepath.Join(l.Server(), "db") }
+func (l Layout) DBFile() string     { return filepath.Join(l.DBDir(), "state.db") }
+func (l Layout) KineSocket() string { return filepath.Join(l.DBDir(), "kine.sock") }
+func (l Layout) TLSDir() string     { return filepath.Join(l.Server(), "tls") }
+func (l Layout) CredDir() string    { return filepath.Join(l.Server(), "cred") }
+func (l Layout) TokenFile() string  { return filepath.Join(l.Server(), "token") }
+
+// AgentTokenFile holds the agent token (--agent-token), if there is one.
+func (l Layout) AgentTokenFile() string { return filepath.Join(l.Server(), "agent-token") }
+func (l Layout) ManifestsDir() string   { return filepath.Join(l.Server(), "manifests") }
+func (l Layout) Agent() string          { return filepath.Join(l.Root, "agent") }
+func (l Layout) ImagesDir() string      { return filepath.Join(l.Agent(), "images") }
 
 // SQLiteSnapshotDir is where `kedge datastore snapshot` writes.
 func (l Layout) SQLiteSnapshotDir() string { return filepath.Join(l.DBDir(), "snapshots") }
@@ -53,7 +56,7 @@ func (l Layout) EnsureServer() error {
 			return fmt.Errorf("chmod %s: %w", d, err)
 		}
 	}
-	if err := os.MkdirAll(l.ManifestsDir(), 0o755); err != nil {
+	if err := os.MkdirAll(l.ManifestsDir(), 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", l.ManifestsDir(), err)
 	}
 	return nil

@@ -64,6 +64,8 @@ type signRequest struct {
 	NodeName string   `json:"nodeName"`
 	SANs     []string `json:"sans,omitempty"`
 	CSR      string   `json:"csr"`
+	// NodePassword binds the node name to the machine (see Store).
+	NodePassword string `json:"nodePassword,omitempty"`
 }
 
 type signResponse struct {
@@ -71,12 +73,17 @@ type signResponse struct {
 	ClientCA string `json:"clientCA"`
 }
 
-// Signer serves SignPath on the server: a request carrying the join token
+// Signer serves SignPath on the server: a request carrying a join token
 // (HTTP basic auth, the token's user and secret) gets its CSR signed with
-// the identity its kind calls for.
+// the identity its kind calls for, once its node password matches the one
+// its node name was first registered with.
 type Signer struct {
+	// Auth checks the token; without it, Token alone is accepted.
+	Auth  *Authenticator
 	Token Token
 	TLS   pki.Files
+	// Passwords, if set, binds node names to machines.
+	Passwords *Store
 }
 
 func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -88,7 +95,7 @@ func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
 		return
 	}
-	if !s.Token.Authorizes(r) {
+	if s.Auth != nil && s.Auth.Authenticate(r) == "" || s.Auth == nil && !s.Token.Authorizes(r) {
 		http.Error(w, "invalid join token", http.StatusUnauthorized)
 		return
 	}
@@ -105,6 +112,16 @@ func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
+	}
+	if s.Passwords != nil {
+		if err := s.Passwords.VerifyNodePassword(r.Context(), req.NodeName, req.NodePassword); err != nil {
+			code := http.StatusServiceUnavailable
+			if errors.Is(err, ErrNodePassword) {
+				code = http.StatusForbidden
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
 	}
 	caCert, caKey := s.TLS.ServerCACert, s.TLS.ServerCAKey
 	if client {
@@ -174,8 +191,10 @@ type Remote struct {
 	Server   string
 	Token    Token
 	NodeName string
-	Dir      string
-	Log      *slog.Logger
+	// NodePassword is sent with every signing request (see Store).
+	NodePassword string
+	Dir          string
+	Log          *slog.Logger
 
 	client *http.Client
 }
@@ -206,7 +225,7 @@ func (r *Remote) Bootstrap(ctx context.Context) error {
 				return fmt.Errorf("%s/cacerts: no certificate in the answer", r.Server)
 			}
 			r.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-			return datadir.WriteFileAtomic(r.ServerCACert(), ca, 0o644)
+			return datadir.WriteFileAtomic(r.ServerCACert(), ca, 0o600)
 		}
 		if attempt%5 == 0 {
 			r.Log.Info("waiting for the server", "server", r.Server, "err", err)
@@ -276,7 +295,7 @@ func (r *Remote) Issue(kind, certPath, keyPath string, sans []string) error {
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(signRequest{Kind: kind, NodeName: r.NodeName, SANs: sans, CSR: string(csr)})
+	body, _ := json.Marshal(signRequest{Kind: kind, NodeName: r.NodeName, SANs: sans, CSR: string(csr), NodePassword: r.NodePassword})
 	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(r.Server, "/")+SignPath, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -296,7 +315,7 @@ func (r *Remote) Issue(kind, certPath, keyPath string, sans []string) error {
 	if err := json.Unmarshal(data, &out); err != nil {
 		return fmt.Errorf("%s certificate: %w", kind, err)
 	}
-	if err := datadir.WriteFileAtomic(r.ClientCACert(), []byte(out.ClientCA), 0o644); err != nil {
+	if err := datadir.WriteFileAtomic(r.ClientCACert(), []byte(out.ClientCA), 0o600); err != nil {
 		return err
 	}
 	return pki.WriteCert(certPath, keyPath, []byte(out.Cert))

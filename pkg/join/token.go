@@ -23,9 +23,14 @@ type Token struct {
 	CAHash   string
 	Username string
 	Secret   string
+	// Bootstrap: a bootstrap token (kedge token create); Username is its ID.
+	Bootstrap bool
 }
 
-var hexHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
+var (
+	hexHash        = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	bootstrapToken = regexp.MustCompile(`^([a-z0-9]{6})\.([a-z0-9]{16})$`)
+)
 
 // Parse accepts a full token or a bare secret.
 func Parse(s string) (Token, error) {
@@ -43,6 +48,10 @@ func Parse(s string) (Token, error) {
 	if !hexHash.MatchString(hash) {
 		return Token{}, fmt.Errorf("token CA hash %q is not a sha256 in lower-case hex", hash)
 	}
+	// A bootstrap token (kedge token create): <id>.<secret>.
+	if m := bootstrapToken.FindStringSubmatch(creds); m != nil {
+		return Token{CAHash: hash, Username: m[1], Secret: m[2], Bootstrap: true}, nil
+	}
 	user, secret, ok := strings.Cut(creds, ":")
 	if !ok || user == "" || secret == "" {
 		return Token{}, errors.New(`token must end in "::<user>:<secret>"`)
@@ -54,6 +63,9 @@ func Parse(s string) (Token, error) {
 func (t Token) String() string {
 	if t.CAHash == "" {
 		return t.Secret
+	}
+	if t.Bootstrap {
+		return prefix + t.CAHash + "::" + t.Username + "." + t.Secret
 	}
 	return prefix + t.CAHash + "::" + t.Username + ":" + t.Secret
 }
@@ -110,4 +122,25 @@ func EnsureServerToken(path, caHash, given string) (Token, error) {
 		return Token{}, err
 	}
 	return t, nil
+}
+
+// EnsureAgentToken stores the agent token given with --agent-token
+// (user "node"), or leaves none; a later start with another one replaces
+// it: agents that joined keep their certificates.
+func EnsureAgentToken(path, caHash, given string) error {
+	if given == "" {
+		return nil
+	}
+	t, err := Parse(given)
+	if err != nil {
+		return fmt.Errorf("--agent-token: %w", err)
+	}
+	if t.CAHash != "" && t.CAHash != caHash {
+		return errors.New("--agent-token: its CA hash does not match this server's CA")
+	}
+	t = Token{CAHash: caHash, Username: "node", Secret: t.Secret}
+	if old, err := ReadToken(path); err == nil && old == t {
+		return nil
+	}
+	return datadir.WriteFileAtomic(path, []byte(t.String()+"\n"), 0o600)
 }
