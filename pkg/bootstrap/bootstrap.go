@@ -47,6 +47,11 @@ func shared(f pki.Files) []string {
 	}
 }
 
+// encryptionConfig is the secrets encryption configuration, beside the
+// TLS dir: shared when present; a newer one replaces an older one (its
+// keys rotate) instead of marking another cluster.
+const encryptionConfig = "../cred/encryption-config.json"
+
 // Collect reads the bundle of the TLS dir.
 func Collect(dir string) (Bundle, error) {
 	b := Bundle{}
@@ -57,6 +62,9 @@ func Collect(dir string) (Bundle, error) {
 		}
 		rel, _ := filepath.Rel(dir, p)
 		b[rel] = data
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, encryptionConfig)); err == nil {
+		b[encryptionConfig] = data
 	}
 	return b, nil
 }
@@ -84,7 +92,7 @@ func (b Bundle) Install(dir string) error {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if old, err := os.ReadFile(filepath.Join(dir, n)); err == nil && !bytes.Equal(old, b[n]) {
+		if old, err := os.ReadFile(filepath.Join(dir, n)); err == nil && !bytes.Equal(old, b[n]) && n != encryptionConfig {
 			return fmt.Errorf("%w: %s differs from the cluster's (remove %s to join this cluster, or use the right --token and --server)", ErrOtherCluster, filepath.Join(dir, n), dir)
 		}
 	}
@@ -93,11 +101,7 @@ func (b Bundle) Install(dir string) error {
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			return err
 		}
-		mode := os.FileMode(0o644)
-		if filepath.Ext(n) == ".key" {
-			mode = 0o600
-		}
-		if err := datadir.WriteFileAtomic(p, b[n], mode); err != nil {
+		if err := datadir.WriteFileAtomic(p, b[n], 0o600); err != nil {
 			return err
 		}
 	}
@@ -121,7 +125,7 @@ func (b Bundle) Equal(o Bundle) bool {
 		return false
 	}
 	for k, v := range b {
-		if !bytes.Equal(v, o[k]) {
+		if k != encryptionConfig && !bytes.Equal(v, o[k]) {
 			return false
 		}
 	}
@@ -199,10 +203,10 @@ func Open(data []byte, secret string) (Bundle, error) {
 	return b, nil
 }
 
-// Handler serves the sealed bundle of Dir to holders of the token.
+// Handler serves the sealed bundle of Dir to holders of the server token.
 type Handler struct {
-	Token join.Token
-	Dir   string
+	Auth *join.Authenticator
+	Dir  string
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -210,8 +214,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "use GET", http.StatusMethodNotAllowed)
 		return
 	}
-	if !h.Token.Authorizes(r) || h.Token.Username != "server" {
-		http.Error(w, "invalid server token", http.StatusUnauthorized)
+	if h.Auth.Authenticate(r) != join.AsServer {
+		http.Error(w, "invalid server token (an agent token cannot join a server)", http.StatusUnauthorized)
+		return
+	}
+	token, err := join.ReadToken(h.Auth.ServerTokenFile)
+	if err != nil {
+		http.Error(w, "server token unavailable", http.StatusInternalServerError)
 		return
 	}
 	b, err := Collect(h.Dir)
@@ -219,7 +228,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bootstrap data unavailable", http.StatusInternalServerError)
 		return
 	}
-	data, err := b.Seal(h.Token.Secret)
+	data, err := b.Seal(token.Secret)
 	if err != nil {
 		http.Error(w, "seal: "+err.Error(), http.StatusInternalServerError)
 		return

@@ -17,6 +17,7 @@ import (
 
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	encryptionconfigcontroller "k8s.io/apiserver/pkg/server/options/encryptionconfig/controller"
 	"k8s.io/client-go/rest"
 	aggregatorapiserver "k8s.io/kube-aggregator/pkg/apiserver"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
@@ -53,6 +54,10 @@ func (a *APIServer) Start(ctx context.Context) error {
 	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
 		return fmt.Errorf("kube-apiserver feature gates: %w", err)
 	}
+	// Key rotations (kedge secrets-encrypt) apply within seconds, not the
+	// minute the apiserver otherwise waits between looks at the file (a
+	// read of a small file; nothing is written).
+	encryptionconfigcontroller.EncryptionConfigFileChangePollDuration = 5 * time.Second
 	// The loopback clients of the apiserver should not log self-issued
 	// deprecation warnings.
 	rest.SetDefaultWarningHandler(rest.NoWarnings{})
