@@ -101,13 +101,20 @@ func (p paths) proxyKubeconfig() string {
 func (p paths) kubeletConfig() string { return filepath.Join(p.root, "kubelet.yaml") }
 func (p paths) socket() string        { return filepath.Join(p.run, "containerd", "containerd.sock") }
 
-// NodeName is --node-name, else the host name in lower case.
+// NodeName is --node-name, else the host name in lower case; with
+// --with-node-id, followed by the node's stable ID (<data-dir>/agent/node-id).
 func NodeName(c config.Config) string {
-	if c.NodeName != "" {
-		return c.NodeName
+	name := c.NodeName
+	if name == "" {
+		h, _ := os.Hostname()
+		name = strings.ToLower(h)
 	}
-	h, _ := os.Hostname()
-	return strings.ToLower(h)
+	if c.WithNodeID {
+		if id, err := join.NodeID(datadir.Layout{Root: c.DataDir}.Agent()); err == nil {
+			name += "-" + id
+		}
+	}
+	return name
 }
 
 // NodeIP is --node-ip, else the address of the default route's interface.
@@ -229,18 +236,19 @@ func Components(o Options) ([]component.Component, error) {
 		kport, _ = strconv.Atoi(v)
 	}
 	if err := kubelet.WriteConfig(p.kubeletConfig(), kubelet.ConfigData{
-		ClientCAFile:    o.Creds.ClientCACert,
-		TLSCertFile:     servingCert,
-		TLSKeyFile:      servingKey,
-		CgroupDriver:    facts.CgroupDriver(),
-		CgroupV1:        !facts.CgroupV2,
-		ClusterDNS:      c.ClusterDNS,
-		ClusterDomain:   c.ClusterDomain,
-		RuntimeEndpoint: "unix://" + p.socket(),
-		StaticPodPath:   filepath.Join(p.root, "pod-manifests"),
-		ResolvConf:      kubelet.ResolvConf(),
-		HealthzPort:     hport,
-		Port:            kport,
+		ClientCAFile:          o.Creds.ClientCACert,
+		TLSCertFile:           servingCert,
+		TLSKeyFile:            servingKey,
+		CgroupDriver:          facts.CgroupDriver(),
+		CgroupV1:              !facts.CgroupV2,
+		ClusterDNS:            c.ClusterDNS,
+		ClusterDomain:         c.ClusterDomain,
+		RuntimeEndpoint:       "unix://" + p.socket(),
+		StaticPodPath:         filepath.Join(p.root, "pod-manifests"),
+		ResolvConf:            kubelet.ResolvConf(),
+		HealthzPort:           hport,
+		Port:                  kport,
+		ProtectKernelDefaults: c.ProtectKernelDefaults,
 	}); err != nil {
 		return nil, err
 	}

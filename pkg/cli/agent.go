@@ -75,7 +75,11 @@ func agentCredentials(ctx context.Context, cfg config.Config, log *slog.Logger) 
 		if err != nil {
 			return agent.Credentials{}, fmt.Errorf("--token: %w", err)
 		}
-		remote := &join.Remote{Server: cfg.Server, Token: token, NodeName: agent.NodeName(cfg), Dir: filepath.Join(cfg.DataDir, "agent", "tls"), Log: log}
+		password, err := join.NodePassword(filepath.Join(cfg.DataDir, "agent"))
+		if err != nil {
+			return agent.Credentials{}, fmt.Errorf("node password: %w", err)
+		}
+		remote := &join.Remote{Server: cfg.Server, Token: token, NodeName: agent.NodeName(cfg), NodePassword: password, Dir: filepath.Join(cfg.DataDir, "agent", "tls"), Log: log}
 		if err := remote.Bootstrap(ctx); err != nil {
 			return agent.Credentials{}, err
 		}

@@ -81,6 +81,8 @@ agents, the kubelet. Stock kubectl and Helm work against it.
 		newEtcdSnapshotCommand(stdout),
 		newEtcdCommand(stdout),
 		newDatastoreCommand(stdout),
+		newTokenCommand(stdout),
+		newSecretsEncryptCommand(stdout),
 		newVersionCommand(stdout),
 	)
 	return root

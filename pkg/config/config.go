@@ -42,17 +42,25 @@ const (
 type Config struct {
 	ConfigFile string
 
-	DataDir             string
-	HTTPSListenPort     int
-	BindAddress         string
-	AdvertiseAddress    string
-	TLSSAN              []string
-	ClusterCIDR         string
-	ServiceCIDR         string
-	ClusterDNS          string
-	ClusterDomain       string
-	DatastoreEndpoint   string
-	Token               string
+	DataDir           string
+	HTTPSListenPort   int
+	BindAddress       string
+	AdvertiseAddress  string
+	TLSSAN            []string
+	ClusterCIDR       string
+	ServiceCIDR       string
+	ClusterDNS        string
+	ClusterDomain     string
+	DatastoreEndpoint string
+	Token             string
+	AgentToken        string
+	// SecretsEncryption encrypts Secrets at rest in a new cluster.
+	SecretsEncryption bool
+	// PodSecurityAdmissionConfigFile replaces kedge's PodSecurity
+	// defaults (baseline enforced).
+	PodSecurityAdmissionConfigFile string
+	// AuditLogPath turns on the apiserver's audit log.
+	AuditLogPath        string
 	WriteKubeconfig     string
 	WriteKubeconfigMode string
 	DisableAgent        bool
@@ -101,6 +109,10 @@ type Agent struct {
 	DefaultLocalStoragePath string
 	// LBServerPort is the agent's local load balancer to the servers.
 	LBServerPort int
+	// WithNodeID appends the node's stable random ID to its name.
+	WithNodeID bool
+	// ProtectKernelDefaults is the kubelet's protect-kernel-defaults.
+	ProtectKernelDefaults bool
 }
 
 // KnownAddons are the add-ons kedge deploys, by the names --disable takes.
@@ -135,6 +147,10 @@ func (c *Config) LocalStoragePath() string {
 	return filepath.Join(c.DataDir, "storage")
 }
 
+// TLSCipherSuites are the TLS 1.2 cipher suites kedge's servers (API,
+// kubelet) accept: the CIS benchmark's list. TLS 1.3 suites are fixed.
+const TLSCipherSuites = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"
+
 // DefaultPauseImage is the pause image kedge carries inside its binary.
 const DefaultPauseImage = "kedge.local/pause:3.10"
 
@@ -160,6 +176,8 @@ func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.PauseImage, "pause-image", DefaultPauseImage, "sandbox (pause) image; the default ships inside kedge")
 	fs.StringVar(&a.PrivateRegistry, "private-registry", DefaultRegistriesFile, "registry configuration (mirrors, auth, TLS), as in k3s's registries.yaml")
 	fs.StringVar(&a.DefaultLocalStoragePath, "default-local-storage-path", "", "directory holding this node's local-path volumes (default: <data-dir>/storage)")
+	fs.BoolVar(&a.ProtectKernelDefaults, "protect-kernel-defaults", false, "make the kubelet fail on kernel settings it would otherwise change (CIS 4.2.6; set vm.overcommit_memory=1, kernel.panic=10, kernel.panic_on_oops=1 first)")
+	fs.BoolVar(&a.WithNodeID, "with-node-id", false, "append a stable random ID to the node name (for machines cloned from one SD-card image)")
 	fs.IntVar(&a.LBServerPort, "lb-server-port", DefaultLBServerPort, "loopback port of the agent's load balancer to the servers (the node's components reach the API there)")
 }
 
@@ -216,6 +234,10 @@ func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ServiceCIDR, "service-cidr", DefaultServiceCIDR, "service ClusterIP CIDR")
 	fs.StringVar(&c.DatastoreEndpoint, "datastore-endpoint", "", "kine datastore endpoint (sqlite://, mysql://, postgres://, nats://, ...); default: SQLite in the data dir")
 	fs.StringVarP(&c.Token, "token", "t", "", "shared secret agents use to join (default: generated and stored in <data-dir>/server/token)")
+	fs.StringVar(&c.PodSecurityAdmissionConfigFile, "pod-security-admission-config-file", "", "AdmissionConfiguration for PodSecurity (default: kedge's, enforcing baseline outside kube-system)")
+	fs.StringVar(&c.AuditLogPath, "audit-log-path", "", "write the apiserver's audit log there (metadata of every request; rotated at 100 MB, 10 files, 30 days)")
+	fs.BoolVar(&c.SecretsEncryption, "secrets-encryption", true, "encrypt Secrets at rest (AES-CBC; on by default for new clusters; see kedge secrets-encrypt)")
+	fs.StringVar(&c.AgentToken, "agent-token", "", "a token for agents only, so they never hold the server token (stored in <data-dir>/server/agent-token; default: agents use the server token)")
 	fs.StringVarP(&c.WriteKubeconfig, "write-kubeconfig", "o", DefaultKubeconfig, "where to write the admin kubeconfig")
 	fs.StringVar(&c.WriteKubeconfigMode, "write-kubeconfig-mode", DefaultKubeconfigMode, "file mode of the admin kubeconfig, in octal (e.g. 0644)")
 	fs.BoolVar(&c.DisableAgent, "disable-agent", false, "run the control plane only, without an agent on this node")

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"os"
 	"strconv"
 	"strings"
 
@@ -19,6 +20,10 @@ type Params struct {
 	AdvertiseAddress string
 	// LeaderElect: more than one server may run the controllers.
 	LeaderElect bool
+	// EncryptionConfig, if the file exists, encrypts Secrets at rest.
+	EncryptionConfig string
+	// PodSecurityConfig and AuditPolicy are from Policies.
+	PodSecurityConfig, AuditPolicy string
 	// Kubeconfigs of the controller-manager and the scheduler.
 	ControllerKubeconfig string
 	SchedulerKubeconfig  string
@@ -61,9 +66,28 @@ func APIServerArgs(p Params) (Args, error) {
 		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
 		"enable-aggregator-routing":          "true",
 		"profiling":                          "false",
+		"tls-min-version":                    "VersionTLS12",
+		"tls-cipher-suites":                  config.TLSCipherSuites,
 		// Long-lived watches (the in-process kubelet's) would otherwise
 		// hold the HTTP server's shutdown for the 60s request timeout.
 		"shutdown-send-retry-after": "true",
+	}
+	if p.PodSecurityConfig != "" {
+		a["admission-control-config-file"] = p.PodSecurityConfig
+	}
+	if p.AuditPolicy != "" {
+		a["audit-policy-file"] = p.AuditPolicy
+		a["audit-log-path"] = c.AuditLogPath
+		a["audit-log-maxage"] = "30"
+		a["audit-log-maxbackup"] = "10"
+		a["audit-log-maxsize"] = "100"
+	}
+	if p.EncryptionConfig != "" {
+		if _, err := os.Stat(p.EncryptionConfig); err == nil {
+			a["encryption-provider-config"] = p.EncryptionConfig
+			// Key rotations apply without a restart.
+			a["encryption-provider-config-automatic-reload"] = "true"
+		}
 	}
 	if p.EtcdTLS {
 		a["etcd-cafile"] = p.TLS.EtcdServerCACert

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,14 @@ func (k *Kine) Start(_ context.Context) error {
 	if ep == "" {
 		if err := CheckSQLiteFile(k.opts.DBFile); err != nil {
 			return err
+		}
+		// SQLite gives its WAL and shared-memory files the database's
+		// mode: 0600, readable by root alone.
+		if f, err := os.OpenFile(k.opts.DBFile, os.O_CREATE|os.O_RDONLY, 0o600); err == nil {
+			f.Close()
+		}
+		if err := os.Chmod(k.opts.DBFile, 0o600); err != nil {
+			return fmt.Errorf("database %s: %w", k.opts.DBFile, err)
 		}
 		ep = "sqlite://" + k.opts.DBFile + "?" + sqliteParams
 	}

@@ -160,7 +160,7 @@ func Members(ctx context.Context, cli *clientv3.Client) ([]Member, error) {
 // JoinHandler serves JoinPath on a member: a server holding the token
 // is added as a learner.
 type JoinHandler struct {
-	Token  join.Token
+	Auth   *join.Authenticator
 	Client func() (*clientv3.Client, error)
 }
 
@@ -169,8 +169,8 @@ func (h *JoinHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
 		return
 	}
-	if !h.Token.Authorizes(r) {
-		http.Error(w, "invalid join token", http.StatusUnauthorized)
+	if h.Auth.Authenticate(r) != join.AsServer {
+		http.Error(w, "invalid server token (an agent token cannot join a server)", http.StatusUnauthorized)
 		return
 	}
 	var req JoinRequest

@@ -8,6 +8,15 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
+)
+
+// Limits of the unauthenticated paths: a request must arrive whole within
+// readTimeout, and at most maxInFlight are served at once (the rest get
+// 429), so slow or many clients cannot tie the server up.
+const (
+	readTimeout = 10 * time.Second
+	maxInFlight = 32
 )
 
 // Options are what the endpoints serve.
@@ -25,8 +34,20 @@ type Options struct {
 // Wrap returns a handler serving kedge's unauthenticated paths and passing
 // everything else to api.
 func Wrap(o Options) func(api http.Handler) http.Handler {
+	inFlight := make(chan struct{}, maxInFlight)
 	return func(api http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if kedgePath(r.URL.Path) {
+				select {
+				case inFlight <- struct{}{}:
+					defer func() { <-inFlight }()
+				default:
+					w.Header().Set("Retry-After", "1")
+					http.Error(w, "too many requests", http.StatusTooManyRequests)
+					return
+				}
+				_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(readTimeout))
+			}
 			switch {
 			case r.URL.Path == "/ping":
 				w.Header().Set("Content-Type", "text/plain")
@@ -52,6 +73,10 @@ func Wrap(o Options) func(api http.Handler) http.Handler {
 			}
 		})
 	}
+}
+
+func kedgePath(p string) bool {
+	return p == "/ping" || p == "/cacerts" || strings.HasPrefix(p, "/static/") || strings.HasPrefix(p, "/v1-kedge/")
 }
 
 // serveStatic serves one regular file under dir: no listings, nothing

@@ -215,6 +215,9 @@ func ensureCA(certPath, keyPath, cnPrefix string) (*authority, error) {
 		if err := tightenMode(keyPath, keyMode); err != nil {
 			return nil, err
 		}
+		if err := tightenMode(certPath, certMode); err != nil {
+			return nil, err
+		}
 		return loadCA(certPath, keyPath)
 	case certExists:
 		return nil, fmt.Errorf("CA key %s is missing but CA cert %s exists; refusing to regenerate the CA: %w", keyPath, certPath, fs.ErrNotExist)
@@ -340,6 +343,9 @@ func issueWithCA(caCert, caKey, certPath, keyPath string, spec leafSpec) error {
 // under ca, and reissues it otherwise.
 func ensureLeaf(ca *authority, certPath, keyPath string, spec leafSpec) error {
 	if reissueReason(ca, certPath, keyPath, spec, time.Now()) == "" {
+		if err := tightenMode(certPath, certMode); err != nil {
+			return err
+		}
 		return tightenMode(keyPath, keyMode)
 	}
 	return issueLeaf(ca, certPath, keyPath, spec, leafValidity)

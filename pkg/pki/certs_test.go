@@ -117,10 +117,7 @@ func TestEnsureCreatesPKI(t *testing.T) {
 			t.Errorf("dir mode = %o, want 700", got)
 		}
 		for _, p := range allPaths(f) {
-			want := fs.FileMode(0o644)
-			if strings.HasSuffix(p, ".key") {
-				want = 0o600
-			}
+			want := fs.FileMode(0o600)
 			if d := filepath.Dir(p); d != o.Dir && d != filepath.Join(o.Dir, "etcd") {
 				t.Errorf("%s not under %s or its etcd dir", p, o.Dir)
 			}

@@ -23,12 +23,12 @@ import (
 	"github.com/kedge-dev/kedge/pkg/datadir"
 )
 
-// File modes. Keys are secret to the server process; certificates are
-// public but still live in a 0700 directory so only root can traverse it.
+// File modes: only root reads any of it (CIS 1.1.19-1.1.21 ask 0600 for
+// certificates too).
 const (
 	dirMode  fs.FileMode = 0o700
 	keyMode  fs.FileMode = 0o600
-	certMode fs.FileMode = 0o644
+	certMode fs.FileMode = 0o600
 )
 
 // Files holds the paths of every file Ensure manages; all absolute, under

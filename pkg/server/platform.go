@@ -22,6 +22,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/datadir"
 	"github.com/kedge-dev/kedge/pkg/helmchart"
 	"github.com/kedge-dev/kedge/pkg/ingress"
+	"github.com/kedge-dev/kedge/pkg/join"
 	"github.com/kedge-dev/kedge/pkg/leader"
 	"github.com/kedge-dev/kedge/pkg/metricsserver"
 	"github.com/kedge-dev/kedge/pkg/pki"
@@ -82,6 +83,7 @@ func platform(cfg config.Config, layout datadir.Layout, f pki.Files, supervisor 
 			Interval: 30 * time.Second,
 			Log:      log.With("component", "addons"),
 		},
+		&join.PasswordCleaner{Informers: shared, Log: log.With("component", "join")},
 		&servicelb.Controller{
 			Config:   supervisor,
 			Identity: agent.NodeName(cfg),
@@ -94,7 +96,7 @@ func platform(cfg config.Config, layout datadir.Layout, f pki.Files, supervisor 
 			Informers:  shared,
 			Kubeconfig: credPath(layout, "supervisor"),
 			StaticDir:  layout.StaticChartsDir(),
-			HelmHome:   filepath.Join(layout.Server(), "helm"),
+			HelmHome:   filepath.Join(layout.Root, "helm"),
 			APIHost:    net.JoinHostPort(advertise, strconv.Itoa(cfg.HTTPSListenPort)),
 			ServerCA:   f.ServerCACert,
 			Log:        log.With("component", "helm-controller"),

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -34,6 +35,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/join"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/sdnotify"
+	"github.com/kedge-dev/kedge/pkg/secretsencrypt"
 )
 
 // Run runs a server until ctx is done or a component fails.
@@ -111,8 +113,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	token, err := join.EnsureServerToken(layout.TokenFile(), caHash, cfg.Token)
-	if err != nil {
+	_, tokenErr := os.Stat(layout.TokenFile())
+	newCluster := os.IsNotExist(tokenErr) && !st.join && !sqliteHasData(layout.DBFile())
+	if _, err := join.EnsureServerToken(layout.TokenFile(), caHash, cfg.Token); err != nil {
+		return err
+	}
+	if err := ensureEncryption(cfg, layout, st, newCluster, log); err != nil {
+		return err
+	}
+	if err := join.EnsureAgentToken(layout.AgentTokenFile(), caHash, cfg.AgentToken); err != nil {
 		return err
 	}
 	if cfg.ClusterReset {
@@ -123,11 +132,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := writeKubeconfigs(cfg, layout, tlsFiles, apiURL); err != nil {
 		return err
 	}
-	store, endpoints, etcdTLS, err := datastoreComponents(ctx, cfg, layout, st, tlsFiles, remote, nodeName, advertise.String(), log)
+	dsComponents, endpoints, etcdTLS, err := datastoreComponents(ctx, cfg, layout, st, tlsFiles, remote, nodeName, advertise.String(), log)
 	if err != nil {
 		return err
 	}
 	ha := st.mode != storeSQLite
+	psa, audit, err := controlplane.Policies(cfg, layout.CredDir())
+	if err != nil {
+		return fmt.Errorf("--pod-security-admission-config-file, --audit-log-path: %w", err)
+	}
 	probe, err := controlplane.NewProbeClient(apiURL, tlsFiles.ServerCACert, tlsFiles.SupervisorCert, tlsFiles.SupervisorKey)
 	if err != nil {
 		return err
@@ -138,14 +151,23 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		EtcdTLS:              etcdTLS,
 		AdvertiseAddress:     advertise.String(),
 		LeaderElect:          ha,
+		EncryptionConfig:     secretsencrypt.File(layout.Server()),
+		PodSecurityConfig:    psa,
+		AuditPolicy:          audit,
 		ControllerKubeconfig: credPath(layout, "controller"),
 		SchedulerKubeconfig:  credPath(layout, "scheduler"),
 	}
+	supervisor, err := clientcmd.BuildConfigFromFlags("", credPath(layout, "supervisor"))
+	if err != nil {
+		return err
+	}
+	store := &join.Store{Config: supervisor}
+	auth := &join.Authenticator{ServerTokenFile: layout.TokenFile(), AgentTokenFile: layout.AgentTokenFile(), Store: store}
 	joinMux := http.NewServeMux()
-	joinMux.Handle(join.SignPath, &join.Signer{Token: token, TLS: tlsFiles})
-	joinMux.Handle(bootstrap.Path, &bootstrap.Handler{Token: token, Dir: layout.TLSDir()})
+	joinMux.Handle(join.SignPath, &join.Signer{Auth: auth, TLS: tlsFiles, Passwords: store})
+	joinMux.Handle(bootstrap.Path, &bootstrap.Handler{Auth: auth, Dir: layout.TLSDir()})
 	if st.mode == storeEtcd {
-		joinMux.Handle(etcd.JoinPath, &etcd.JoinHandler{Token: token, Client: func() (*clientv3.Client, error) {
+		joinMux.Handle(etcd.JoinPath, &etcd.JoinHandler{Auth: auth, Client: func() (*clientv3.Client, error) {
 			return etcd.NewClient(tlsFiles, endpoints())
 		}})
 	}
@@ -169,15 +191,24 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--kube-scheduler-arg: %w", err)
 	}
-	supervisor, err := clientcmd.BuildConfigFromFlags("", credPath(layout, "supervisor"))
-	if err != nil {
-		return err
+	components := dsComponents
+	if ha {
+		secret, err := secretsencrypt.SealSecret(tlsFiles.ServerCAKey)
+		if err != nil {
+			return err
+		}
+		components = append(components, &secretsencrypt.Sync{Client: func() (*clientv3.Client, error) {
+			return datastoreClient(tlsFiles, endpoints(), etcdTLS)
+		}, ServerDir: layout.Server(), Secret: secret, Log: log.With("component", "secrets-encryption")})
 	}
-	components := append(store,
+	components = append(components,
 		apiserver,
 		&controlplane.ControllerManager{Args: kcmArgs, Log: log.With("component", "kube-controller-manager")},
 		&controlplane.Scheduler{Args: schedArgs, Log: log.With("component", "kube-scheduler")},
 	)
+	if !cfg.DisableAgent {
+		components = append(components, &join.LocalNode{Store: store, Node: nodeName, AgentDir: layout.Agent()})
+	}
 	plat, err := platform(cfg, layout, tlsFiles, supervisor, apiURL, apiserver, advertise.String(), ha, log)
 	if err != nil {
 		return err
@@ -218,6 +249,40 @@ func (s store) describe(cfg config.Config) string {
 		return scheme + " (external)"
 	}
 	return "sqlite"
+}
+
+// ensureEncryption makes a new cluster encrypt Secrets at rest, unless
+// --secrets-encryption=false.
+func ensureEncryption(cfg config.Config, l datadir.Layout, st store, newCluster bool, log *slog.Logger) error {
+	_, exists, err := secretsencrypt.Load(l.Server())
+	if err != nil || exists {
+		return err
+	}
+	switch {
+	case newCluster && cfg.SecretsEncryption:
+		// With more than one server, the first one's configuration is
+		// shared (secretsencrypt.Sync) and replaces this one.
+		c, err := secretsencrypt.New()
+		if err != nil {
+			return err
+		}
+		if err := secretsencrypt.Save(l.Server(), c); err != nil {
+			return err
+		}
+		log.Info("Secrets are encrypted at rest", "config", secretsencrypt.File(l.Server()))
+	case !newCluster && cfg.SecretsEncryption && st.mode == storeSQLite:
+		log.Info("Secrets of this cluster are not encrypted at rest (it was made before kedge encrypted them): kedge secrets-encrypt enable, restart, then kedge secrets-encrypt reencrypt")
+	}
+	return nil
+}
+
+// datastoreClient is an etcd API client of the running datastore: the
+// embedded etcd (with kedge's client certificate) or kine's socket.
+func datastoreClient(f pki.Files, endpoints []string, etcdTLS bool) (*clientv3.Client, error) {
+	if etcdTLS {
+		return etcd.NewClient(f, endpoints)
+	}
+	return clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 }
 
 // writeKubeconfigs writes the control plane's and the admin's kubeconfigs.

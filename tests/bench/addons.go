@@ -32,10 +32,16 @@ var addonVariants = []struct{ name, label string }{
 // add-ons' caches and pods to settle, shorter than the main idle figure.
 const addonsIdleAfter = 100 * time.Second
 
+// addonsSamples are taken 5 s apart from then on.
+const addonsSamples = 12
+
 func init() {
 	for _, v := range addonVariants {
-		figures = append(figures, figure{"addon_" + v.name, "idle PSS added by " + v.label, "MiB"})
+		figures = append(figures, figure{"addon_" + v.name, "idle PSS added by " + v.label + " (median of 12 samples)", "MiB"})
 	}
+	figures = append(figures,
+		figure{"addon_pods_coredns", "PSS of CoreDNS's pod", "MiB"},
+		figure{"addon_pods_ingress", "PSS of Traefik's pod", "MiB"})
 }
 
 // addonArgs are kedge's flags for a variant: everything off but it.
@@ -69,6 +75,11 @@ func measureAddons(ctx context.Context, o options, res *results) error {
 	for _, v := range variantNames() {
 		res.record(systemKedge, "addon_"+v, pss[v]-pss["none"])
 	}
+	for _, r := range res.Runs {
+		if v, _ := r.Raw["addons_variant"].(string); v == "coredns" || v == "ingress" {
+			res.record(systemKedge, "addon_pods_"+v, r.Values["addons_pods_pss"])
+		}
+	}
 	return nil
 }
 
@@ -92,25 +103,38 @@ func measureAddonIdle(ctx context.Context, spec childSpec, sys system, c *kubern
 	if err := sleepCtx(ctx, time.Until(t0.Add(addonsIdleAfter))); err != nil {
 		return err
 	}
-	var total int64
-	per := map[string]float64{}
-	for _, p := range sys.processes() {
-		s, err := readProc(p.pid)
-		if err != nil {
-			return fmt.Errorf("%s (pid %d): %w", p.name, p.pid, err)
+	// The median of a minute of samples: the Go heap breathes with the
+	// garbage collector by tens of MiB, more than an informer costs.
+	var totals, pods []float64
+	per := map[string][]float64{}
+	for i := 0; i < addonsSamples; i++ {
+		if i > 0 {
+			if err := sleepCtx(ctx, 5*time.Second); err != nil {
+				return err
+			}
 		}
-		total += s.PSSKiB
-		per[p.name] = float64(s.PSSKiB) / 1024
-	}
-	var pods int64
-	for _, pid := range podProcesses(spec.CgroupRoot) {
-		if s, err := readProc(pid); err == nil {
-			pods += s.PSSKiB
+		var total int64
+		for _, p := range sys.processes() {
+			s, err := readProc(p.pid)
+			if err != nil {
+				return fmt.Errorf("%s (pid %d): %w", p.name, p.pid, err)
+			}
+			total += s.PSSKiB
+			per[p.name] = append(per[p.name], float64(s.PSSKiB)/1024)
 		}
+		var podKiB int64
+		for _, pid := range podProcesses(spec.CgroupRoot) {
+			if s, err := readProc(pid); err == nil {
+				podKiB += s.PSSKiB
+			}
+		}
+		totals = append(totals, float64(total+podKiB)/1024)
+		pods = append(pods, float64(podKiB)/1024)
 	}
-	per["pods"] = float64(pods) / 1024
-	res.Values["addons_pss"] = float64(total+pods) / 1024
+	res.Values["addons_pss"] = percentile(totals, 50)
+	res.Values["addons_pods_pss"] = percentile(pods, 50)
 	res.Raw["addons_variant"] = spec.Variant
+	res.Raw["addons_pss_samples"] = totals
 	res.Raw["addons_pss_per_process"] = per
 	return nil
 }

@@ -449,6 +449,16 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// privilegedNamespace is namespace, labelled to opt out of the baseline
+// Pod Security Standard kedge enforces (for hostPath, hostNetwork and
+// hostPort pods), as a user would label it.
+func privilegedNamespace(t *testing.T, n *node) string {
+	t.Helper()
+	ns := namespace(t, n)
+	n.kubectl(t, "label", "namespace", ns, "pod-security.kubernetes.io/enforce=privileged")
+	return ns
+}
+
 // namespace creates a namespace unique to the test on the shared node.
 func namespace(t *testing.T, n *node) string {
 	t.Helper()

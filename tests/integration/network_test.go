@@ -180,7 +180,7 @@ spec:
 }
 
 func TestHostPort(t *testing.T) {
-	ns := namespace(t, shared)
+	ns := privilegedNamespace(t, shared)
 	port, _ := freePort()
 	shared.apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod

@@ -133,7 +133,7 @@ func TestDeploymentAndKubectlTools(t *testing.T) {
 }
 
 func TestHostNetworkPod(t *testing.T) {
-	ns := namespace(t, shared)
+	ns := privilegedNamespace(t, shared)
 	port, _ := freePort()
 	shared.apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod

@@ -17,7 +17,7 @@ import (
 )
 
 func TestVolumes(t *testing.T) {
-	ns := namespace(t, shared)
+	ns := privilegedNamespace(t, shared)
 	hostDir := t.TempDir()
 	os.WriteFile(filepath.Join(hostDir, "from-host.txt"), []byte("host data\n"), 0o644)
 	shared.kubectl(t, "-n", ns, "create", "configmap", "cfg", "--from-literal=color=blue")

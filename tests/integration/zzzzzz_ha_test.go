@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,13 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/kedge-dev/kedge/pkg/pki"
 )
 
 // haNet is a LAN of network namespaces the test makes: a bridge (no
@@ -121,6 +130,19 @@ func TestZZZZZZHighAvailability(t *testing.T) {
 		}
 		return nil
 	})
+	// Secrets are encrypted in etcd too, with one configuration shared by
+	// every server.
+	if _, err := kubectlRunIn(s2.netns, s2.kubeconfig, "", "create", "secret", "generic", "ha-secret", "--from-literal=a=ha-plaintext-canary"); err != nil {
+		t.Fatal(err)
+	}
+	if v := rawEtcd(t, s1, "/registry/secrets/default/ha-secret"); !strings.HasPrefix(v, "k8s:enc:aescbc:v1:") || strings.Contains(v, "ha-plaintext-canary") {
+		t.Fatalf("the Secret in etcd: %q...", v[:min(40, len(v))])
+	}
+	for _, s := range servers[1:] {
+		if string(mustRead(t, filepath.Join(s.dataDir(), "server", "cred", "encryption-config.json"))) != string(mustRead(t, filepath.Join(s1.dataDir(), "server", "cred", "encryption-config.json"))) {
+			t.Fatalf("%s has another encryption configuration than s1", s.hostname)
+		}
+	}
 	for _, s := range servers {
 		if ca, _ := os.ReadFile(filepath.Join(s.dataDir(), "server", "tls", "server-ca.crt")); string(ca) != string(mustRead(t, filepath.Join(s1.dataDir(), "server", "tls", "server-ca.crt"))) {
 			t.Fatalf("%s has another server CA than s1", s.hostname)
@@ -325,6 +347,33 @@ func TestClusterInitOnAnotherClustersData(t *testing.T) {
 	if after := mustRead(t, db); string(after) != string(before) {
 		t.Errorf("the SQLite database changed")
 	}
+}
+
+// rawEtcd reads a key straight from a server's embedded etcd, in its
+// namespace, with kedge's etcd client certificate.
+func rawEtcd(t *testing.T, n *node, key string) string {
+	t.Helper()
+	files := pki.FilesIn(filepath.Join(n.dataDir(), "server", "tls"))
+	tlsInfo := transport.TLSInfo{CertFile: files.EtcdClientCert, KeyFile: files.EtcdClientKey, TrustedCAFile: files.EtcdServerCACert}
+	tc, err := tlsInfo.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: []string{"https://127.0.0.1:2379"}, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(_ context.Context, addr string) (net.Conn, error) { return dialFrom(n.netns, addr) })},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("etcd get %s: %v", key, err)
+	}
+	return string(resp.Kvs[0].Value)
 }
 
 func mustRead(t *testing.T, path string) []byte {
