@@ -158,13 +158,21 @@ func Components(o Options) ([]component.Component, error) {
 		}
 	}
 	clientCert, clientKey := filepath.Join(p.tls(), "client-kubelet.crt"), filepath.Join(p.tls(), "client-kubelet.key")
-	if err := o.Creds.Issuer.Issue(join.KindKubelet, clientCert, clientKey, nil); err != nil {
-		return nil, fmt.Errorf("kubelet client certificate: %w", err)
-	}
 	hostname, _ := os.Hostname()
 	servingCert, servingKey := filepath.Join(p.tls(), "serving-kubelet.crt"), filepath.Join(p.tls(), "serving-kubelet.key")
-	if err := o.Creds.Issuer.Issue(join.KindKubeletServing, servingCert, servingKey, []string{name, hostname, ip, "localhost", "127.0.0.1"}); err != nil {
-		return nil, fmt.Errorf("kubelet serving certificate: %w", err)
+	// issueKubelet (re)issues the kubelet's certificates that need it: at
+	// start, and daily while running (pki.Renewer).
+	issueKubelet := func() error {
+		if err := o.Creds.Issuer.Issue(join.KindKubelet, clientCert, clientKey, nil); err != nil {
+			return fmt.Errorf("kubelet client certificate: %w", err)
+		}
+		if err := o.Creds.Issuer.Issue(join.KindKubeletServing, servingCert, servingKey, []string{name, hostname, ip, "localhost", "127.0.0.1"}); err != nil {
+			return fmt.Errorf("kubelet serving certificate: %w", err)
+		}
+		return nil
+	}
+	if err := issueKubelet(); err != nil {
+		return nil, err
 	}
 	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: clientCert, KeyFile: clientKey}
 	if err := pki.WriteKubeconfig(p.kubeconfig(), 0o600, kc); err != nil {
@@ -325,6 +333,7 @@ func Components(o Options) ([]component.Component, error) {
 		}
 		components = append(components, &storage.Provisioner{Config: storageConfig, NodeName: name, Dir: c.LocalStoragePath(), Log: o.Log.With("component", "local-storage")})
 	}
+	components = append(components, &pki.Renewer{Ensure: issueKubelet, Dirs: []string{p.tls()}, Log: o.Log.With("component", "certificates")})
 	return components, nil
 }
 

@@ -83,6 +83,7 @@ agents, the kubelet. Stock kubectl and Helm work against it.
 		newDatastoreCommand(stdout),
 		newTokenCommand(stdout),
 		newSecretsEncryptCommand(stdout),
+		newCertificateCommand(stdout),
 		newVersionCommand(stdout),
 	)
 	return root

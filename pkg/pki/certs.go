@@ -4,7 +4,7 @@
 // (<data-dir>/server/tls).
 //
 // Ensure runs on every start. It writes only what is missing, expires within
-// 90 days, or no longer matches the wanted subject/SANs, so a restart with
+// 120 days, or no longer matches the wanted subject/SANs, so a restart with
 // unchanged options leaves every file byte-identical. CAs are never
 // regenerated once their files exist: every kubeconfig, join token and
 // kubelet certificate in the cluster trusts them.
@@ -34,7 +34,7 @@ const (
 	// renewBefore is how close to expiry a leaf may get before Ensure
 	// reissues it; generous so a server restarted a few times a year never
 	// serves an expired cert.
-	renewBefore = 90 * 24 * time.Hour
+	renewBefore = 120 * 24 * time.Hour
 	// backdate tolerates small clock skew between nodes.
 	backdate = time.Minute
 
@@ -304,7 +304,7 @@ func newCA(commonName string) (*authority, []byte, []byte, error) {
 
 // IssueClientCert signs a client cert (ExtKeyUsageClientAuth) with the CA in
 // caCert/caKey and writes it to certPath/keyPath. An existing cert is kept if
-// it is valid for more than 90 days, signed by that CA and has the same
+// it is valid for more than 120 days, signed by that CA and has the same
 // subject.
 func IssueClientCert(caCert, caKey, certPath, keyPath, commonName string, orgs []string) error {
 	return issueWithCA(caCert, caKey, certPath, keyPath, leafSpec{
@@ -372,7 +372,7 @@ func reissueReason(ca *authority, certPath, keyPath string, spec leafSpec, now t
 	case now.Before(cert.NotBefore):
 		return "not yet valid"
 	case now.Add(renewBefore).After(cert.NotAfter):
-		return "expires within 90 days"
+		return "expires within 120 days"
 	case cert.Subject.CommonName != spec.commonName:
 		return "common name changed"
 	case !sameSet(cert.Subject.Organization, spec.orgs):

@@ -287,8 +287,8 @@ func TestEnsureReissuesExpiringCert(t *testing.T) {
 		reissued bool
 	}{
 		{"expires in 30 days", 30 * 24 * time.Hour, true},
-		{"expires in 89 days", 89 * 24 * time.Hour, true},
-		{"expires in 120 days", 120 * 24 * time.Hour, false},
+		{"expires in 119 days", 119 * 24 * time.Hour, true},
+		{"expires in 121 days", 121 * 24 * time.Hour, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

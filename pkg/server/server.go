@@ -206,6 +206,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		&controlplane.ControllerManager{Args: kcmArgs, Log: log.With("component", "kube-controller-manager")},
 		&controlplane.Scheduler{Args: schedArgs, Log: log.With("component", "kube-scheduler")},
 	)
+	components = append(components, &pki.Renewer{Ensure: ensure, Dirs: []string{layout.TLSDir()}, Log: log.With("component", "certificates")})
 	if !cfg.DisableAgent {
 		components = append(components, &join.LocalNode{Store: store, Node: nodeName, AgentDir: layout.Agent()})
 	}

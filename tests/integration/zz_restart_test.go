@@ -35,6 +35,14 @@ func TestZZRestartKeepsPodsRunning(t *testing.T) {
 			t.Fatalf("pod %s while kedge is stopped: %v %q", ip, err, body)
 		}
 	}
+	// The leaf certificates are rotated while kedge is down, as the
+	// README says: every one is reissued at start, the pods keep serving.
+	oldServing := mustRead(t, filepath.Join(shared.dataDir(), "server", "tls", "serving-kube-apiserver.crt"))
+	cert := exec.Command(kedgeBin, "certificate", "rotate", "--data-dir", shared.dataDir(), "--run-dir", filepath.Join(shared.dir, "run"), "--config", filepath.Join(shared.dir, "config.yaml"))
+	cert.Env = cleanEnv()
+	if out, err := cert.CombinedOutput(); err != nil || !strings.Contains(string(out), "will be reissued") {
+		t.Fatalf("kedge certificate rotate: %v\n%s", err, out)
+	}
 	if err := shared.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +51,14 @@ func TestZZRestartKeepsPodsRunning(t *testing.T) {
 	}
 	if err := shared.waitNodeReady(3 * time.Minute); err != nil {
 		t.Fatal(err)
+	}
+	if newServing := mustRead(t, filepath.Join(shared.dataDir(), "server", "tls", "serving-kube-apiserver.crt")); string(newServing) == string(oldServing) {
+		t.Fatal("the apiserver's serving certificate was not reissued")
+	}
+	check := exec.Command(kedgeBin, "certificate", "check", "--data-dir", shared.dataDir(), "--config", filepath.Join(shared.dir, "config.yaml"))
+	check.Env = cleanEnv()
+	if out, err := check.CombinedOutput(); err != nil || !strings.Contains(string(out), "client-kubelet.crt") || strings.Contains(string(out), "EXPIRED") {
+		t.Fatalf("kedge certificate check: %v\n%s", err, out)
 	}
 	if after := shared.podsOf(ns, "app=hello"); strings.Join(after, " ") != strings.Join(before, " ") {
 		t.Fatalf("pods after restart %v, before %v", after, before)
