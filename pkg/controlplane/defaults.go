@@ -14,6 +14,8 @@ type Params struct {
 	Config        config.Config
 	TLS           pki.Files
 	EtcdEndpoints []string
+	// EtcdOverrides are "group/resource#servers" stored apart.
+	EtcdOverrides []string
 	// EtcdTLS: the datastore is kedge's embedded etcd, reached with
 	// kedge's etcd client certificate.
 	EtcdTLS          bool
@@ -71,6 +73,9 @@ func APIServerArgs(p Params) (Args, error) {
 		// Long-lived watches (the in-process kubelet's) would otherwise
 		// hold the HTTP server's shutdown for the 60s request timeout.
 		"shutdown-send-retry-after": "true",
+	}
+	if len(p.EtcdOverrides) > 0 {
+		a["etcd-servers-overrides"] = strings.Join(p.EtcdOverrides, ",")
 	}
 	if p.PodSecurityConfig != "" {
 		a["admission-control-config-file"] = p.PodSecurityConfig

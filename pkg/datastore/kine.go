@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +25,9 @@ type Options struct {
 	Endpoint string
 	DBFile   string
 	Socket   string
-	Log      *slog.Logger
+	// Name is the component's name (default kine).
+	Name string
+	Log  *slog.Logger
 }
 
 // Kine is the datastore component.
@@ -38,7 +41,12 @@ type Kine struct {
 // New returns the datastore component.
 func New(o Options) *Kine { return &Kine{opts: o} }
 
-func (k *Kine) Name() string { return "kine" }
+func (k *Kine) Name() string {
+	if k.opts.Name != "" {
+		return k.opts.Name
+	}
+	return "kine"
+}
 
 // Endpoints are the etcd endpoints the apiserver should use.
 func (k *Kine) Endpoints() []string { return k.endpoints }
@@ -48,6 +56,9 @@ func (k *Kine) Start(_ context.Context) error {
 	if ep == "" {
 		if err := CheckSQLiteFile(k.opts.DBFile); err != nil {
 			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(k.opts.DBFile), 0o700); err != nil {
+			return fmt.Errorf("database dir: %w", err)
 		}
 		// SQLite gives its WAL and shared-memory files the database's
 		// mode: 0600, readable by root alone.

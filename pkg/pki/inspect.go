@@ -46,7 +46,6 @@ func Inspect(dirs ...string) []Cert {
 	return out
 }
 
-
 // Renewer keeps the certificates fresh while kedge runs: once a day it
 // reissues what is within 120 days of expiry (Ensure) and warns about
 // anything within 30 days. The apiserver serves a renewed certificate at

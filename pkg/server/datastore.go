@@ -124,9 +124,27 @@ func tokenSecret(cfg config.Config, l datadir.Layout) (string, error) {
 	return t.Secret, nil
 }
 
-// datastoreComponents are the datastore (and a migration into it), and
-// the etcd endpoints and whether they need kedge's etcd client cert.
-func datastoreComponents(ctx context.Context, cfg config.Config, l datadir.Layout, st store, f pki.Files, remote *join.Remote, name, ip string, log *slog.Logger) ([]component.Component, func() []string, bool, error) {
+// datastorePlan is what serves the apiserver's storage.
+type datastorePlan struct {
+	components []component.Component
+	endpoints  func() []string
+	// etcdTLS: the endpoints need kedge's etcd client certificate.
+	etcdTLS bool
+	// overrides are --etcd-servers-overrides: resources stored elsewhere.
+	overrides func() []string
+}
+
+// ephemeralResources live in a second SQLite database in the run dir
+// (tmpfs on most systems) on a single SQLite server: they are written all
+// the time (every node renews its Lease every 10 s, every change makes
+// Events) and are worth nothing after a power cut, so they need not wear
+// the flash. With more servers they stay in the shared datastore: leader
+// election needs the Leases everyone sees.
+var ephemeralResources = []string{"/events", "coordination.k8s.io/leases"}
+
+// datastoreComponents plans the datastore (and a migration into it).
+func datastoreComponents(ctx context.Context, cfg config.Config, l datadir.Layout, st store, f pki.Files, remote *join.Remote, name, ip string, log *slog.Logger) (datastorePlan, error) {
+	none := func() []string { return nil }
 	if st.mode != storeEtcd {
 		k := datastore.New(datastore.Options{
 			Endpoint: cfg.DatastoreEndpoint,
@@ -134,13 +152,31 @@ func datastoreComponents(ctx context.Context, cfg config.Config, l datadir.Layou
 			Socket:   l.KineSocket(),
 			Log:      log.With("component", "kine"),
 		})
-		return []component.Component{k}, k.Endpoints, false, nil
+		plan := datastorePlan{components: []component.Component{k}, endpoints: k.Endpoints, overrides: none}
+		if st.mode == storeSQLite {
+			dir := filepath.Join(cfg.RunDir, "db")
+			eph := datastore.New(datastore.Options{
+				DBFile: filepath.Join(dir, "ephemeral.db"),
+				Socket: filepath.Join(dir, "ephemeral.sock"),
+				Name:   "kine-ephemeral",
+				Log:    log.With("component", "kine-ephemeral"),
+			})
+			plan.components = append(plan.components, eph)
+			plan.overrides = func() []string {
+				var out []string
+				for _, r := range ephemeralResources {
+					out = append(out, r+"#"+strings.Join(eph.Endpoints(), ";"))
+				}
+				return out
+			}
+		}
+		return plan, nil
 	}
 	o := etcd.Options{Name: name, Dir: etcdDir(l), IP: ip, TLS: f, Log: log.With("component", "etcd"), Verbose: cfg.Verbosity >= 2}
 	if st.join {
 		cluster, err := etcd.Join(ctx, remote, name, ip)
 		if err != nil {
-			return nil, nil, false, err
+			return datastorePlan{}, err
 		}
 		o.InitialCluster, o.State = cluster, "existing"
 		log.Info("joining the etcd cluster", "server", cfg.Server, "cluster", cluster)
@@ -150,7 +186,7 @@ func datastoreComponents(ctx context.Context, cfg config.Config, l datadir.Layou
 	if st.migrate {
 		comps = append(comps, &etcd.Migrate{DBFile: l.DBFile(), Socket: l.KineSocket(), TLS: f, Log: log.With("component", "etcd")})
 	}
-	return comps, m.Endpoints, true, nil
+	return datastorePlan{components: comps, endpoints: m.Endpoints, etcdTLS: true, overrides: none}, nil
 }
 
 // resetCluster is --cluster-reset: this member becomes a cluster of one,

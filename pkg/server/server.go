@@ -132,10 +132,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := writeKubeconfigs(cfg, layout, tlsFiles, apiURL); err != nil {
 		return err
 	}
-	dsComponents, endpoints, etcdTLS, err := datastoreComponents(ctx, cfg, layout, st, tlsFiles, remote, nodeName, advertise.String(), log)
+	ds, err := datastoreComponents(ctx, cfg, layout, st, tlsFiles, remote, nodeName, advertise.String(), log)
 	if err != nil {
 		return err
 	}
+	endpoints, etcdTLS := ds.endpoints, ds.etcdTLS
 	ha := st.mode != storeSQLite
 	psa, audit, err := controlplane.Policies(cfg, layout.CredDir())
 	if err != nil {
@@ -182,6 +183,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		},
 		params:    params,
 		endpoints: endpoints,
+		overrides: ds.overrides,
 	}
 	kcmArgs, err := controlplane.ControllerManagerArgs(params)
 	if err != nil {
@@ -191,7 +193,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--kube-scheduler-arg: %w", err)
 	}
-	components := dsComponents
+	components := ds.components
 	if ha {
 		secret, err := secretsencrypt.SealSecret(tlsFiles.ServerCAKey)
 		if err != nil {
@@ -323,10 +325,12 @@ type lazyAPIServer struct {
 	controlplane.APIServer
 	params    controlplane.Params
 	endpoints func() []string
+	overrides func() []string
 }
 
 func (l *lazyAPIServer) Start(ctx context.Context) error {
 	l.params.EtcdEndpoints = l.endpoints()
+	l.params.EtcdOverrides = l.overrides()
 	args, err := controlplane.APIServerArgs(l.params)
 	if err != nil {
 		return fmt.Errorf("--kube-apiserver-arg: %w", err)
