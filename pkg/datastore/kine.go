@@ -85,7 +85,7 @@ func (k *Kine) Start(_ context.Context) error {
 		CompactMinRetain:    1000,
 		CompactBatchSize:    1000,
 		PollBatchSize:       500,
-		PollInterval:        time.Second,
+		PollInterval:        pollInterval(k.opts.Endpoint),
 	}
 	etcd, err := endpoint.Listen(ctx, cfg)
 	if err != nil {
@@ -98,6 +98,17 @@ func (k *Kine) Start(_ context.Context) error {
 	}
 	k.opts.Log.Info("datastore listening", "backend", describe(k.opts), "socket", k.opts.Socket)
 	return nil
+}
+
+// pollInterval is how often kine looks for rows it did not write itself.
+// On SQLite every write comes through this kine, which wakes its poll loop
+// at once, so a slow poll is only a safety net and spares an idle CPU; an
+// external datastore has other servers' writes to find.
+func pollInterval(endpoint string) time.Duration {
+	if endpoint == "" {
+		return 10 * time.Second
+	}
+	return time.Second
 }
 
 // sqliteParams are kine's defaults for SQLite: WAL with NORMAL sync keeps
