@@ -171,7 +171,12 @@ func (m *Etcd) Ready(ctx context.Context) error {
 		return errors.New("etcd member not ready (waiting for the cluster's quorum)")
 	}
 	if m.e.Server.IsLearner() {
-		return m.promote(ctx)
+		if err := m.promote(ctx); err != nil {
+			return err
+		}
+		// The member serves reads only once it has applied its own
+		// promotion; until then it still answers as a learner.
+		return errors.New("etcd member promoted, waiting for it to apply the promotion")
 	}
 	cli, err := NewClient(m.TLS, m.Endpoints())
 	if err != nil {
