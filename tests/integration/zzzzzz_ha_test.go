@@ -34,6 +34,13 @@ func (h haNet) ip(i int) string { return fmt.Sprintf("10.252.0.%d", 10+i) }
 func newHANet(t *testing.T, prefix string, n int) haNet {
 	t.Helper()
 	h := haNet{bridge: prefix + "-br"}
+	// A run that was killed leaves its links and namespaces behind: they
+	// carry this test's own names, so they are removed first.
+	exec.Command("ip", "link", "delete", h.bridge).Run()
+	for i := 1; i <= n; i++ {
+		exec.Command("ip", "link", "delete", fmt.Sprintf("%s-v%d", prefix, i)).Run()
+		exec.Command("ip", "netns", "delete", fmt.Sprintf("%s-%d", prefix, i)).Run()
+	}
 	mustRun(t, "ip", "link", "add", h.bridge, "type", "bridge")
 	t.Cleanup(func() { exec.Command("ip", "link", "delete", h.bridge).Run() })
 	mustRun(t, "ip", "link", "set", h.bridge, "up")
