@@ -12,8 +12,10 @@ import (
 )
 
 // Limits of the unauthenticated paths: a request must arrive whole within
-// readTimeout, and at most maxInFlight are served at once (the rest get
-// 429), so slow or many clients cannot tie the server up.
+// readTimeout, and at most maxInFlight join and static requests are served
+// at once (the rest get 429), so slow or many clients cannot tie the
+// server up. /ping and /cacerts read no body and answer at once: they stay
+// outside the count, so health checks and joins still get through.
 const (
 	readTimeout = 10 * time.Second
 	maxInFlight = 32
@@ -37,7 +39,7 @@ func Wrap(o Options) func(api http.Handler) http.Handler {
 	inFlight := make(chan struct{}, maxInFlight)
 	return func(api http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if kedgePath(r.URL.Path) {
+			if kedgePath(r.URL.Path) && r.URL.Path != "/ping" && r.URL.Path != "/cacerts" {
 				select {
 				case inFlight <- struct{}{}:
 					defer func() { <-inFlight }()

@@ -401,7 +401,10 @@ func TestUnauthenticatedEndpoints(t *testing.T) {
 		"not JSON":      {"server", secret, strings.NewReader("<xml/>"), http.StatusBadRequest},
 		"bad node name": {"server", secret, strings.NewReader(`{"kind":"kubelet","nodeName":"../etc","csr":""}`), http.StatusBadRequest},
 	} {
-		if got := post(c.user, c.pass, c.body); got != c.want {
+		got := post(c.user, c.pass, c.body)
+		// The server answers an oversized body early and closes: a client
+		// still sending may see the connection cut before the answer.
+		if got != c.want && (name != "oversized" || got != 0) {
 			t.Errorf("%s: HTTP %d, want %d", name, got, c.want)
 		}
 	}
