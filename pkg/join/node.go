@@ -217,15 +217,18 @@ func (r *Remote) Bootstrap(ctx context.Context) error {
 			return fmt.Errorf("%s is not a kedge server: %w (check --server: https://SERVER:6443)", r.Server, err)
 		}
 		if err == nil {
-			if err := r.verify(ca); err != nil {
+			if err := r.trust(ca); err != nil {
 				return err
 			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(ca) {
-				return fmt.Errorf("%s/cacerts: no certificate in the answer", r.Server)
-			}
-			r.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 			return datadir.WriteFileAtomic(r.ServerCACert(), ca, 0o600)
+		}
+		// A node that joined before starts without its server (a reboot
+		// while the link is down) on the CA it kept, checked again.
+		if kept, kerr := os.ReadFile(r.ServerCACert()); kerr == nil && attempt == 0 && r.verify(kept) == nil {
+			if r.trust(kept) == nil {
+				r.Log.Warn("the server does not answer: starting with the CA kept from the last join", "server", r.Server, "err", err)
+				return nil
+			}
 		}
 		if attempt%5 == 0 {
 			r.Log.Info("waiting for the server", "server", r.Server, "err", err)
@@ -236,6 +239,19 @@ func (r *Remote) Bootstrap(ctx context.Context) error {
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// trust makes ca the CA that the join calls verify the server with.
+func (r *Remote) trust(ca []byte) error {
+	if err := r.verify(ca); err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return fmt.Errorf("%s/cacerts: no certificate in the answer", r.Server)
+	}
+	r.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	return nil
 }
 
 func (r *Remote) fetchCA(ctx context.Context) ([]byte, error) {

@@ -197,6 +197,13 @@ func containsDNS(names []string, name string) bool {
 	return slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, name) })
 }
 
+// EnsureCA makes sure certPath/keyPath hold a CA, created when both are
+// absent (a CA of a node's own, such as its API cache's).
+func EnsureCA(certPath, keyPath, cnPrefix string) error {
+	_, err := ensureCA(certPath, keyPath, cnPrefix)
+	return err
+}
+
 // ensureCA loads the CA at certPath/keyPath, generating it only when both
 // files are absent. A half-present pair is an error rather than a reason to
 // regenerate: replacing a CA silently would invalidate every credential in
