@@ -16,6 +16,7 @@ import (
 	"github.com/kedge-dev/kedge/manifests"
 	"github.com/kedge-dev/kedge/pkg/addons"
 	"github.com/kedge-dev/kedge/pkg/agent"
+	"github.com/kedge-dev/kedge/pkg/autonomy"
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/controller"
@@ -84,6 +85,7 @@ func platform(cfg config.Config, layout datadir.Layout, f pki.Files, supervisor 
 			Log:      log.With("component", "addons"),
 		},
 		&join.PasswordCleaner{Informers: shared, Log: log.With("component", "join")},
+		&autonomy.Controller{Informers: shared, Log: log.With("component", "autonomy")},
 		&servicelb.Controller{
 			Config:   supervisor,
 			Identity: agent.NodeName(cfg),
