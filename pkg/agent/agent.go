@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kedge-dev/kedge/pkg/agent/apiproxy"
 	"github.com/kedge-dev/kedge/pkg/agent/cni"
 	"github.com/kedge-dev/kedge/pkg/agent/containerd"
 	"github.com/kedge-dev/kedge/pkg/agent/flannel"
@@ -27,6 +29,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/agent/kubeproxy"
 	"github.com/kedge-dev/kedge/pkg/agent/loadbalancer"
 	"github.com/kedge-dev/kedge/pkg/agent/registries"
+	"github.com/kedge-dev/kedge/pkg/autonomy"
 	"github.com/kedge-dev/kedge/pkg/component"
 	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/controlplane"
@@ -80,11 +83,17 @@ type Options struct {
 	Config    config.Config
 	ServerURL string
 	// LoadBalance puts the agent's load balancer between the node's
-	// components and the servers (kedge agent); a server's own agent
-	// talks to its own API, which lives and dies with it.
+	// components and the servers (kedge agent, and a server's own agent
+	// when there can be more than one server); a single server's own
+	// agent talks to its API directly.
 	LoadBalance bool
 	Creds       Credentials
 	Log         *slog.Logger
+
+	// apiCA verifies the API the node's components talk to: the servers'
+	// CA, or the node's API cache's own.
+	apiCA string
+	cache *apiproxy.Proxy
 }
 
 // Paths of the agent's files under the data dir.
@@ -150,6 +159,20 @@ func Components(o Options) ([]component.Component, error) {
 		}
 		o.ServerURL = lb.URL()
 	}
+	o.apiCA = o.Creds.ServerCACert
+	if c.Autonomy && lb != nil {
+		cachePort := 0
+		if c.LBServerPort != 0 {
+			cachePort = c.LBServerPort + 1
+		}
+		if o.cache, err = apiproxy.New(apiproxy.Options{
+			Port: cachePort, Upstream: lb.URL(), ServerCA: o.Creds.ServerCACert, ClientCA: o.Creds.ClientCACert,
+			TLSDir: p.tls(), CacheDir: filepath.Join(p.root, "cache"), Log: o.Log.With("component", "api-cache"),
+		}); err != nil {
+			return nil, err
+		}
+		o.ServerURL, o.apiCA = o.cache.URL(), o.cache.CACert()
+	}
 	o.Log.Info("agent", "node", name, "nodeIP", ip, "cgroupV2", facts.CgroupV2, "cgroupDriver", facts.CgroupDriver(), "restrictOOMScoreAdj", !facts.CanLowerOOMScoreAdj, "bin", binDir)
 
 	for _, d := range []string{p.root, p.tls(), layout.ImagesDir(), filepath.Join(c.RunDir, "containerd"), filepath.Join(p.root, "pod-manifests")} {
@@ -174,7 +197,10 @@ func Components(o Options) ([]component.Component, error) {
 	if err := issueKubelet(); err != nil {
 		return nil, err
 	}
-	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: clientCert, KeyFile: clientKey}
+	if o.cache != nil {
+		o.cache.AddIdentity(clientCert, clientKey)
+	}
+	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.apiCA, CertFile: clientCert, KeyFile: clientKey}
 	if err := pki.WriteKubeconfig(p.kubeconfig(), 0o600, kc); err != nil {
 		return nil, err
 	}
@@ -228,8 +254,12 @@ func Components(o Options) ([]component.Component, error) {
 		"node-ip":           ip,
 		"root-dir":          kubelet.RootDir(c.DataDir),
 	}
-	if len(c.NodeLabels) > 0 {
-		kargs["node-labels"] = strings.Join(c.NodeLabels, ",")
+	labels := c.NodeLabels
+	if o.cache != nil {
+		labels = append(slices.Clone(labels), autonomy.Label+"=true")
+	}
+	if len(labels) > 0 {
+		kargs["node-labels"] = strings.Join(labels, ",")
 	}
 	if len(c.NodeTaints) > 0 {
 		kargs["register-with-taints"] = strings.Join(c.NodeTaints, ",")
@@ -285,7 +315,11 @@ func Components(o Options) ([]component.Component, error) {
 		if err != nil {
 			return nil, err
 		}
-		components = append(components, lb, &loadbalancer.Watcher{LB: lb, Config: proxyConfig, Log: o.Log.With("component", "loadbalancer")})
+		components = append(components, lb)
+		if o.cache != nil {
+			components = append(components, o.cache, &autonomy.NodeLabel{Client: client, Node: name, Log: o.Log.With("component", "autonomy")})
+		}
+		components = append(components, &loadbalancer.Watcher{LB: lb, Config: proxyConfig, Log: o.Log.With("component", "loadbalancer")})
 	}
 	components = append(components,
 		containerd.New(containerd.Options{
@@ -344,6 +378,9 @@ func issueKubeconfig(o Options, p paths, name, file string) (string, error) {
 	if err := o.Creds.Issuer.Issue(name, cert, key, nil); err != nil {
 		return "", fmt.Errorf("%s client certificate: %w", name, err)
 	}
-	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.Creds.ServerCACert, CertFile: cert, KeyFile: key}
+	if o.cache != nil {
+		o.cache.AddIdentity(cert, key)
+	}
+	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.apiCA, CertFile: cert, KeyFile: key}
 	return file, pki.WriteKubeconfig(file, 0o600, kc)
 }

@@ -63,6 +63,7 @@ an agent shares the credentials of a server on the same host (same
 	fs := cmd.Flags()
 	fs.StringVarP(&cfg.Server, "server", "s", "https://127.0.0.1:6443", "URL of the server to join (env KEDGE_URL)")
 	fs.StringVarP(&cfg.Token, "token", "t", "", "join token of the server (its <data-dir>/server/token)")
+	fs.BoolVar(&cfg.Autonomy, "autonomy", false, "keep this node's pods running and serving while no server answers: the node's components read through a cache on its disk, and the node is labelled kedge.io/autonomy=true so its pods are not evicted (see the README, Offline operation)")
 	cfg.AddNodeFlags(fs)
 	return cmd
 }

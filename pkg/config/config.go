@@ -113,6 +113,9 @@ type Agent struct {
 	WithNodeID bool
 	// ProtectKernelDefaults is the kubelet's protect-kernel-defaults.
 	ProtectKernelDefaults bool
+	// Autonomy keeps an agent's pods running and serving while no server
+	// answers (kedge agent --autonomy).
+	Autonomy bool
 }
 
 // KnownAddons are the add-ons kedge deploys, by the names --disable takes.
