@@ -221,11 +221,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		components = append(components, etcdComponents(cfg, tlsFiles, nodeName, plat[0], log)...)
 	}
 	if !cfg.DisableAgent {
+		// With more than one server, the server's own node reaches the
+		// API through the load balancer too, so it fails over as agents
+		// do; a single SQLite server has no other to fail over to.
 		node, err := agent.Components(agent.Options{
-			Config:    cfg,
-			ServerURL: apiURL,
-			Creds:     agent.LocalCredentials(tlsFiles, nodeName),
-			Log:       log,
+			Config:      cfg,
+			ServerURL:   apiURL,
+			LoadBalance: ha,
+			Creds:       agent.LocalCredentials(tlsFiles, nodeName),
+			Log:         log,
 		})
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)
