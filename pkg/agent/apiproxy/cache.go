@@ -53,6 +53,8 @@ type entry struct {
 	Seen    time.Time `json:"seen"`
 
 	dirty bool
+	// local names the items changed on the node, not by a server.
+	local map[string]bool
 }
 
 type list struct {
@@ -244,7 +246,7 @@ func (c *cache) putList(key string, body []byte) error {
 		}
 	}
 	e.List = &list{APIVersion: l.APIVersion, Kind: l.Kind, ResourceVersion: l.Metadata.ResourceVersion, Items: items}
-	e.Updated = now
+	e.Updated, e.local = now, nil
 	e.seen(now)
 	e.dirty = e.dirty || changed
 	return nil
@@ -296,7 +298,7 @@ func (c *cache) streamEvent(s *streamingList, typ string, obj json.RawMessage) {
 			c.entries[s.key] = e
 		}
 		e.List = &list{APIVersion: b.APIVersion, Kind: b.Kind + "List", ResourceVersion: b.Metadata.ResourceVersion, Items: s.items}
-		e.Updated, e.dirty = now, true
+		e.Updated, e.dirty, e.local = now, true, nil
 		e.seen(now)
 	}
 }
@@ -357,11 +359,13 @@ func (c *cache) event(key, typ string, obj json.RawMessage) {
 			return
 		}
 		e.List.Items[k] = obj
+		delete(e.local, k)
 	case "DELETED":
 		if err != nil {
 			return
 		}
 		delete(e.List.Items, k)
+		delete(e.local, k)
 	case "BOOKMARK":
 	default:
 		return

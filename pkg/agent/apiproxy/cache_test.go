@@ -139,3 +139,38 @@ func TestStreamingList(t *testing.T) {
 		t.Errorf("events without kinds: %s", events)
 	}
 }
+
+// A status the kubelet could not write moves the cached endpoints of its
+// pod to the pod's new address; a server's answer replaces that note.
+func TestOwnEndpointsFollowPodStatus(t *testing.T) {
+	c := testCache(t, t.TempDir())
+	pods := "list:/api/v1/pods?fieldSelector=spec.nodeName%3Dn1"
+	slices := "list:/apis/discovery.k8s.io/v1/endpointslices?labelSelector=%21service.kubernetes.io%2Fheadless"
+	if err := c.putList(pods, []byte(`{"apiVersion":"v1","kind":"PodList","metadata":{"resourceVersion":"5"},"items":[{"metadata":{"namespace":"a","name":"web-1","uid":"u1"},"status":{"podIP":"10.42.0.5","podIPs":[{"ip":"10.42.0.5"}]}}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.putList(slices, []byte(`{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSliceList","metadata":{"resourceVersion":"6"},"items":[{"metadata":{"namespace":"a","name":"web-x"},"addressType":"IPv4","endpoints":[{"addresses":["10.42.0.5"],"conditions":{"ready":true},"targetRef":{"kind":"Pod","namespace":"a","name":"web-1"}},{"addresses":["10.42.1.9"],"conditions":{"ready":true},"targetRef":{"kind":"Pod","namespace":"a","name":"elsewhere"}}]}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	pod := c.podStatus("a", "web-1", []byte(`{"metadata":{"uid":"u1"},"status":{"podIP":"10.42.0.77","podIPs":[{"ip":"10.42.0.77"}],"conditions":[{"type":"Ready","status":"True"}]}}`))
+	if pod == nil || pod.Status.PodIP != "10.42.0.77" {
+		t.Fatalf("pod after the patch: %+v", pod)
+	}
+	events := c.podEndpoints(pod)
+	ev := string(events[slices])
+	if len(events) != 1 || !strings.Contains(ev, `"type":"MODIFIED"`) || !strings.Contains(ev, `"10.42.0.77"`) || !strings.Contains(ev, `"10.42.1.9"`) || !strings.Contains(ev, `"kind":"EndpointSlice"`) {
+		t.Fatalf("events: %q", events)
+	}
+	if again := c.podEndpoints(pod); len(again) != 0 {
+		t.Errorf("no change, yet events: %q", again)
+	}
+	if local := c.localEvents(slices); !strings.Contains(string(local), `"10.42.0.77"`) {
+		t.Errorf("a watch starting now misses the change: %q", local)
+	}
+	if err := c.putList(slices, []byte(`{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSliceList","metadata":{"resourceVersion":"9"},"items":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if local := c.localEvents(slices); len(local) != 0 {
+		t.Errorf("local changes outlive the server's answer: %q", local)
+	}
+}

@@ -80,7 +80,8 @@ type Proxy struct {
 	offline bool
 	since   time.Time
 	served  int
-	back    chan struct{} // closed when a server answers again
+	back    chan struct{}                       // closed when a server answers again
+	watches map[string]map[chan []byte]struct{} // held watches by list key
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -118,7 +119,7 @@ func New(o Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api proxy on 127.0.0.1:%d: %w", o.Port, err)
 	}
-	return &Proxy{o: o, ln: ln, upstream: u, cache: c, ids: map[[32]byte]*identity{}}, nil
+	return &Proxy{o: o, ln: ln, upstream: u, cache: c, ids: map[[32]byte]*identity{}, watches: map[string]map[chan []byte]struct{}{}}, nil
 }
 
 // URL is the API URL of the node's components.
@@ -367,6 +368,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.token(w, r, id)
 	default:
 		if p.isOffline() {
+			if r.Method == http.MethodPatch && info.Resource == "pods" && info.Subresource == "status" {
+				p.notePodStatus(r, info)
+			}
 			writeStatus(w, http.StatusServiceUnavailable, "kedge: no API server answers; try again once the node is back in touch")
 			return
 		}
@@ -539,13 +543,70 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, key string) {
 	} else {
 		w.WriteHeader(http.StatusOK)
 	}
-	http.NewResponseController(w).Flush()
+	events, stop := p.subscribe(key)
+	defer stop()
+	if local := p.cache.localEvents(key); len(local) > 0 {
+		w.Write(local)
+	}
+	rc := http.NewResponseController(w)
+	rc.Flush()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case <-r.Context().Done():
-	case <-back:
-	case <-t.C:
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-back:
+			return
+		case <-t.C:
+			return
+		case ev := <-events:
+			if _, err := w.Write(ev); err != nil {
+				return
+			}
+			rc.Flush()
+		}
+	}
+}
+
+// subscribe registers a held watch on the list at key for the events of
+// the node's own changes.
+func (p *Proxy) subscribe(key string) (<-chan []byte, func()) {
+	ch := make(chan []byte, 16)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.watches[key] == nil {
+		p.watches[key] = map[chan []byte]struct{}{}
+	}
+	p.watches[key][ch] = struct{}{}
+	return ch, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(p.watches[key], ch)
+	}
+}
+
+// notePodStatus takes note of a status the kubelet could not write: the
+// cached endpoints of the pod follow its new address and readiness.
+func (p *Proxy) notePodStatus(r *http.Request, info *request.RequestInfo) {
+	patch, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil || r.Header.Get("Content-Type") != "application/strategic-merge-patch+json" {
+		return
+	}
+	pod := p.cache.podStatus(info.Namespace, info.Name, patch)
+	if pod == nil {
+		return
+	}
+	for key, events := range p.cache.podEndpoints(pod) {
+		p.o.Log.Info("the node's own endpoints follow its pod while no server answers", "pod", info.Namespace+"/"+info.Name, "ips", pod.Status.PodIPs, "list", key)
+		p.mu.Lock()
+		for ch := range p.watches[key] {
+			select {
+			case ch <- events:
+			default:
+			}
+		}
+		p.mu.Unlock()
 	}
 }
 
