@@ -5,7 +5,9 @@
 // tolerate the node.kubernetes.io/unreachable and not-ready taints for
 // ever, so the node lifecycle controller does not evict them and their
 // controllers do not start replacements elsewhere. A pod annotated
-// kedge.io/autonomy=false keeps the upstream behaviour.
+// kedge.io/autonomy=false keeps the upstream behaviour. The controller
+// also labels such nodes for kubectl get nodes: the role "autonomous",
+// and, while the node is not Ready, its last heartbeat.
 //
 // Tolerations are added once a pod is bound, not at admission: the node
 // is not known before, and the API lets a pod's tolerations grow (and
@@ -16,6 +18,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -83,6 +86,9 @@ func (c *Controller) Start(context.Context) error {
 	pods := c.Informers.Typed.Core().V1().Pods()
 	nodes := c.Informers.Typed.Core().V1().Nodes()
 	c.loop = &controller.Loop{Name: "autonomy", Log: c.Log, Reconcile: func(ctx context.Context, key string) error {
+		if node, ok := strings.CutPrefix(key, nodeKey); ok {
+			return c.nodeLabels(ctx, nodes.Lister().Get, node)
+		}
 		ns, name, err := cache.SplitMetaNamespaceKey(key)
 		if err != nil {
 			return nil
@@ -126,6 +132,9 @@ func (c *Controller) Start(context.Context) error {
 	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { c.addNode(obj, pods.Lister().List) },
 		UpdateFunc: func(old, obj any) {
+			if n, ok := obj.(*corev1.Node); ok && n.Labels[Label] == "true" {
+				c.loop.Add(nodeKey + n.Name)
+			}
 			if o, ok := old.(*corev1.Node); ok && o.Labels[Label] == "true" {
 				return
 			}
@@ -152,12 +161,56 @@ func (c *Controller) addPod(obj any) {
 	}
 }
 
+// nodeKey prefixes the queue keys of nodes (pods are namespace/name).
+const nodeKey = "node:"
+
+// Labels that show an autonomous node in kubectl get nodes: its role
+// (the ROLES column), and, while it is not Ready, its last heartbeat
+// (kubectl get nodes -L kedge.io/last-contact), removed once it is back.
+const (
+	RoleLabel        = "node-role.kubernetes.io/autonomous"
+	LastContactLabel = "kedge.io/last-contact"
+)
+
+func (c *Controller) nodeLabels(ctx context.Context, get func(string) (*corev1.Node, error), name string) error {
+	node, err := get(name)
+	if err != nil || node.Labels[Label] != "true" {
+		return nil
+	}
+	want := map[string]any{}
+	if _, ok := node.Labels[RoleLabel]; !ok {
+		want[RoleLabel] = ""
+	}
+	last := ""
+	for _, cond := range node.Status.Conditions {
+		if cond.Type == corev1.NodeReady && cond.Status != corev1.ConditionTrue && !cond.LastHeartbeatTime.IsZero() {
+			// A label value holds no colons.
+			last = cond.LastHeartbeatTime.UTC().Format("2006-01-02T15.04.05Z")
+		}
+	}
+	if cur, ok := node.Labels[LastContactLabel]; last == "" && ok {
+		want[LastContactLabel] = nil
+	} else if last != "" && cur != last {
+		want[LastContactLabel] = last
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": want}})
+	_, err = c.Informers.Client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
 // addNode queues the pods of a node that has just become autonomous.
 func (c *Controller) addNode(obj any, list func(labels.Selector) ([]*corev1.Pod, error)) {
 	n, ok := obj.(*corev1.Node)
 	if !ok || n.Labels[Label] != "true" {
 		return
 	}
+	c.loop.Add(nodeKey + n.Name)
 	pods, _ := list(labels.Everything())
 	for _, p := range pods {
 		if p.Spec.NodeName == n.Name {
