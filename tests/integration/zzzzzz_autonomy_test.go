@@ -172,6 +172,12 @@ func TestZZZZZZAutonomy(t *testing.T) {
 		!regexpLine(out, `^a1\s.*\strue\s*$`) || regexpLine(out, `^a2\s.*\strue\s*$`) {
 		t.Fatalf("kubectl get nodes -L kedge.io/autonomy:\n%s", out)
 	}
+	eventually(t, 30*time.Second, "kubectl get nodes shows a1's role", func() error {
+		if out, _ := kubectl("get", "nodes", "--no-headers"); !regexpLine(out, `^a1\s+Ready\s+autonomous\s`) {
+			return fmt.Errorf("kubectl get nodes:\n%s", out)
+		}
+		return nil
+	})
 	if _, err := kubectlRunIn(h.hosts[0], s.kubeconfig, autonomyApps, "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
@@ -261,6 +267,12 @@ func TestZZZZZZAutonomy(t *testing.T) {
 			}
 			return nil
 		})
+		eventually(t, 30*time.Second, "kubectl get nodes shows when a1 was last in touch", func() error {
+			if out, _ := kubectl("get", "nodes", "a1", "-L", "kedge.io/last-contact", "--no-headers"); !regexpLine(out, `^a1\s+NotReady\s+autonomous\s.*\s20\d\d-\d\d-\d\dT\d\d\.\d\d\.\d\dZ\s*$`) {
+				return fmt.Errorf("kubectl get nodes -L kedge.io/last-contact:\n%s", out)
+			}
+			return nil
+		})
 		// Longer than the toleration of the pods that have one.
 		time.Sleep(20 * time.Second)
 		close(stop)
@@ -322,8 +334,6 @@ func TestZZZZZZAutonomy(t *testing.T) {
 		if err := a1.start(); err != nil {
 			t.Fatal(err)
 		}
-		// The pods answer on their new addresses. (The Service's endpoints
-		// name the old ones until the server updates them, once back.)
 		crictl := func(args ...string) (string, error) {
 			// In a1's namespace: the CRI streaming server of exec is there.
 			cmd := inNetns(a1.netns, kedgeBin, append([]string{"crictl"}, args...)...)
@@ -331,6 +341,9 @@ func TestZZZZZZAutonomy(t *testing.T) {
 			out, err := cmd.Output()
 			return string(out), err
 		}
+		// The pods answer on their new addresses, and the Service follows
+		// them: the cache takes note of the statuses the kubelet could not
+		// write.
 		eventually(t, 3*time.Minute, "both pods of auto run again and answer, still cut off", func() error {
 			out, err := crictl("pods", "-q", "--label", "app=auto", "--state", "ready")
 			pods := strings.Fields(out)
@@ -350,6 +363,7 @@ func TestZZZZZZAutonomy(t *testing.T) {
 			}
 			return nil
 		})
+		eventually(t, time.Minute, "the Service answers on a1 again, still cut off", curl)
 		id := cid("auto")
 		for file, want := range map[string]string{"/cfg/greeting": "hello-from-the-configmap", "/sec/greeting": "hello-from-the-secret"} {
 			if out, err := crictl("exec", id, "cat", file); out != want {
@@ -381,6 +395,12 @@ func TestZZZZZZAutonomy(t *testing.T) {
 			return nil
 		})
 		eventually(t, time.Minute, "the Service answers on a1 again", curl)
+		eventually(t, 30*time.Second, "the last-contact label is gone", func() error {
+			if out, _ := kubectl("get", "node", "a1", "-o", "jsonpath={.metadata.labels}"); strings.Contains(out, "kedge.io/last-contact") {
+				return fmt.Errorf("labels: %s", out)
+			}
+			return nil
+		})
 		if out, _ := kubectl("get", "pods", "-l", "app=auto", "-o", "jsonpath={.items[*].metadata.name}"); out != autoPods {
 			t.Errorf("auto's pods after the cut: %q, want the same %q", out, autoPods)
 		}
