@@ -113,6 +113,11 @@ func (s *Signer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	// Bad input is refused before the node password store is asked.
+	if err := pki.CheckRequest([]byte(req.CSR)); err != nil {
+		http.Error(w, "csr: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	if s.Passwords != nil {
 		if err := s.Passwords.VerifyNodePassword(r.Context(), req.NodeName, req.NodePassword); err != nil {
 			code := http.StatusServiceUnavailable

@@ -70,13 +70,14 @@ func CertificateRequest(keyPath string) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }
 
-// SignRequest signs the public key of a PEM CSR with the CA in
-// caCert/caKey as leaf (the CSR's own subject is ignored) and returns the
-// PEM certificate.
-func SignRequest(caCert, caKey string, csrPEM []byte, leaf Leaf) ([]byte, error) {
-	if leaf.CommonName == "" {
-		return nil, errors.New("empty common name")
-	}
+// CheckRequest reports whether csrPEM is a PEM certificate request with a
+// valid signature, before anything else is done with it.
+func CheckRequest(csrPEM []byte) error {
+	_, err := parseRequest(csrPEM)
+	return err
+}
+
+func parseRequest(csrPEM []byte) (*x509.CertificateRequest, error) {
 	block, _ := pem.Decode(csrPEM)
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
 		return nil, errors.New("not a PEM certificate request")
@@ -87,6 +88,20 @@ func SignRequest(caCert, caKey string, csrPEM []byte, leaf Leaf) ([]byte, error)
 	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("certificate request signature: %w", err)
+	}
+	return csr, nil
+}
+
+// SignRequest signs the public key of a PEM CSR with the CA in
+// caCert/caKey as leaf (the CSR's own subject is ignored) and returns the
+// PEM certificate.
+func SignRequest(caCert, caKey string, csrPEM []byte, leaf Leaf) ([]byte, error) {
+	if leaf.CommonName == "" {
+		return nil, errors.New("empty common name")
+	}
+	csr, err := parseRequest(csrPEM)
+	if err != nil {
+		return nil, err
 	}
 	ca, err := loadCA(caCert, caKey)
 	if err != nil {
