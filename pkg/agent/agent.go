@@ -197,11 +197,7 @@ func Components(o Options) ([]component.Component, error) {
 	if err := issueKubelet(); err != nil {
 		return nil, err
 	}
-	if o.cache != nil {
-		o.cache.AddIdentity(clientCert, clientKey)
-	}
-	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.apiCA, CertFile: clientCert, KeyFile: clientKey}
-	if err := pki.WriteKubeconfig(p.kubeconfig(), 0o600, kc); err != nil {
+	if err := writeKubeconfig(o, p.kubeconfig(), clientCert, clientKey); err != nil {
 		return nil, err
 	}
 	// kube-proxy, flannel and servicelb each act under an identity of their
@@ -378,9 +374,14 @@ func issueKubeconfig(o Options, p paths, name, file string) (string, error) {
 	if err := o.Creds.Issuer.Issue(name, cert, key, nil); err != nil {
 		return "", fmt.Errorf("%s client certificate: %w", name, err)
 	}
+	return file, writeKubeconfig(o, file, cert, key)
+}
+
+// writeKubeconfig writes a node component's kubeconfig for the API it
+// talks to, and makes its certificate known to the node's API cache.
+func writeKubeconfig(o Options, file, cert, key string) error {
 	if o.cache != nil {
 		o.cache.AddIdentity(cert, key)
 	}
-	kc := pki.Kubeconfig{Server: o.ServerURL, CACert: o.apiCA, CertFile: cert, KeyFile: key}
-	return file, pki.WriteKubeconfig(file, 0o600, kc)
+	return pki.WriteKubeconfig(file, 0o600, pki.Kubeconfig{Server: o.ServerURL, CACert: o.apiCA, CertFile: cert, KeyFile: key})
 }

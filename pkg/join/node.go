@@ -229,11 +229,9 @@ func (r *Remote) Bootstrap(ctx context.Context) error {
 		}
 		// A node that joined before starts without its server (a reboot
 		// while the link is down) on the CA it kept, checked again.
-		if kept, kerr := os.ReadFile(r.ServerCACert()); kerr == nil && attempt == 0 && r.verify(kept) == nil {
-			if r.trust(kept) == nil {
-				r.Log.Warn("the server does not answer: starting with the CA kept from the last join", "server", r.Server, "err", err)
-				return nil
-			}
+		if kept, kerr := os.ReadFile(r.ServerCACert()); kerr == nil && attempt == 0 && r.trust(kept) == nil {
+			r.Log.Warn("the server does not answer: starting with the CA kept from the last join", "server", r.Server, "err", err)
+			return nil
 		}
 		if attempt%5 == 0 {
 			r.Log.Info("waiting for the server", "server", r.Server, "err", err)

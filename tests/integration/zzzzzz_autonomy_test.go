@@ -8,8 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -237,23 +235,7 @@ func TestZZZZZZAutonomy(t *testing.T) {
 	})
 
 	t.Run("pods keep serving past the eviction timeout", func(t *testing.T) {
-		var served, failed atomic.Int64
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(500 * time.Millisecond):
-				}
-				if curl() == nil {
-					served.Add(1)
-				} else {
-					failed.Add(1)
-				}
-			}
-		})
+		stopAsking := keepAsking(500*time.Millisecond, curl)
 		eventually(t, 2*time.Minute, "a1 and a2 are NotReady and the pods that may be evicted are", func() error {
 			for _, n := range []string{"a1", "a2"} {
 				if out, _ := kubectl("get", "node", n, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`); out != "Unknown" {
@@ -275,10 +257,8 @@ func TestZZZZZZAutonomy(t *testing.T) {
 		})
 		// Longer than the toleration of the pods that have one.
 		time.Sleep(20 * time.Second)
-		close(stop)
-		wg.Wait()
-		if failed.Load() > 0 || served.Load() == 0 {
-			t.Errorf("a1's Service during the cut: %d answers, %d failures", served.Load(), failed.Load())
+		if served, failed := stopAsking(); failed > 0 || served == 0 {
+			t.Errorf("a1's Service during the cut: %d answers, %d failures", served, failed)
 		}
 		out, _ := kubectl("get", "pods", "-l", "app=auto", "-o", "jsonpath={.items[*].metadata.name}|{.items[*].metadata.deletionTimestamp}")
 		if out != autoPods+"|" {

@@ -21,6 +21,33 @@ import (
 	"github.com/kedge-dev/kedge/pkg/pki"
 )
 
+// keepAsking calls ask every interval until the returned stop is called,
+// which reports how many calls succeeded and how many failed.
+func keepAsking(every time.Duration, ask func() error) (stop func() (served, failed int64)) {
+	var ok, bad atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(every):
+			}
+			if ask() == nil {
+				ok.Add(1)
+			} else {
+				bad.Add(1)
+			}
+		}
+	})
+	return func() (int64, int64) {
+		close(done)
+		wg.Wait()
+		return ok.Load(), bad.Load()
+	}
+}
+
 // haNet is a LAN of network namespaces the test makes: a bridge (no
 // address on the host) and one namespace per host, at 10.252.0.<10+i>.
 // Nothing has a default route: every component is given its address.
@@ -231,23 +258,12 @@ spec:
 		}
 	}
 	// The agent's pods serve all the while (from namespace 5, a client).
-	var served, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			out, err := inNetns(h.hosts[4], "curl", "-sS", "--max-time", "2", url).CombinedOutput()
-			if err == nil && strings.Contains(string(out), "Hello") {
-				served.Add(1)
-			} else {
-				failed.Add(1)
-			}
+	stopAsking := keepAsking(200*time.Millisecond, func() error {
+		out, err := inNetns(h.hosts[4], "curl", "-sS", "--max-time", "2", url).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "Hello") {
+			return fmt.Errorf("%v %s", err, out)
 		}
+		return nil
 	})
 	leader.kill()
 	killed := time.Now()
@@ -272,10 +288,8 @@ spec:
 		}
 		return nil
 	})
-	close(stop)
-	wg.Wait()
-	if failed.Load() > 0 || served.Load() == 0 {
-		t.Errorf("the agent's pods during the failover: %d answers, %d failures", served.Load(), failed.Load())
+	if served, failed := stopAsking(); failed > 0 || served == 0 {
+		t.Errorf("the agent's pods during the failover: %d answers, %d failures", served, failed)
 	}
 
 	// The killed server restarts with its data and rejoins.

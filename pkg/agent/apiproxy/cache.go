@@ -231,11 +231,7 @@ func (c *cache) putList(key string, body []byte) error {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.entries[key]
-	if e == nil {
-		e = &entry{Key: key}
-		c.entries[key] = e
-	}
+	e := c.entry(key)
 	changed := e.List == nil || e.List.ResourceVersion != l.Metadata.ResourceVersion || len(e.List.Items) != len(items)
 	if !changed {
 		for k, v := range items {
@@ -292,11 +288,7 @@ func (c *cache) streamEvent(s *streamingList, typ string, obj json.RawMessage) {
 		now := time.Now()
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		e := c.entries[s.key]
-		if e == nil {
-			e = &entry{Key: s.key}
-			c.entries[s.key] = e
-		}
+		e := c.entry(s.key)
 		e.List = &list{APIVersion: b.APIVersion, Kind: b.Kind + "List", ResourceVersion: b.Metadata.ResourceVersion, Items: s.items}
 		e.Updated, e.dirty, e.local = now, true, nil
 		e.seen(now)
@@ -305,12 +297,12 @@ func (c *cache) streamEvent(s *streamingList, typ string, obj json.RawMessage) {
 
 // initialEvents renders the list at key as the initial events of a
 // streaming list: an ADDED event per item, then the closing bookmark.
-func (c *cache) initialEvents(key string) ([]byte, bool) {
+func (c *cache) initialEvents(key string) ([]byte, time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entries[key]
 	if e == nil || e.List == nil {
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	e.seen(time.Now())
 	kind := strings.TrimSuffix(e.List.Kind, "List")
@@ -332,7 +324,7 @@ func (c *cache) initialEvents(key string) ([]byte, bool) {
 		"kind": kind, "apiVersion": e.List.APIVersion,
 		"metadata": map[string]any{"resourceVersion": e.List.ResourceVersion, "annotations": map[string]string{initialEventsEnd: "true"}},
 	}})
-	return buf.Bytes(), true
+	return buf.Bytes(), e.Updated, true
 }
 
 func sortedKeys(m map[string]json.RawMessage) []string {
@@ -382,11 +374,7 @@ func (c *cache) putObject(key string, body []byte, expires time.Time) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.entries[key]
-	if e == nil {
-		e = &entry{Key: key}
-		c.entries[key] = e
-	}
+	e := c.entry(key)
 	if !bytes.Equal(e.Body, body) || !e.Expires.Equal(expires) {
 		e.dirty = true
 	}
@@ -394,13 +382,14 @@ func (c *cache) putObject(key string, body []byte, expires time.Time) {
 	e.seen(now)
 }
 
-func (c *cache) updated(key string) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e := c.entries[key]; e != nil {
-		return e.Updated
+// entry is the entry at key, created empty when there is none (c.mu held).
+func (c *cache) entry(key string) *entry {
+	e := c.entries[key]
+	if e == nil {
+		e = &entry{Key: key}
+		c.entries[key] = e
 	}
-	return time.Time{}
+	return e
 }
 
 func (c *cache) hasList(key string) bool {

@@ -125,7 +125,7 @@ func TestStreamingList(t *testing.T) {
 	if !ok || !strings.Contains(string(body), `"kind":"ServiceList"`) || !strings.Contains(string(body), `"web"`) || !strings.Contains(string(body), `"resourceVersion":"10"`) {
 		t.Fatalf("list: %v %s", ok, body)
 	}
-	events, ok := c.initialEvents(key)
+	events, _, ok := c.initialEvents(key)
 	lines := strings.Split(strings.TrimSpace(string(events)), "\n")
 	if !ok || len(lines) != 3 || !strings.Contains(lines[2], `"BOOKMARK"`) || !strings.Contains(lines[2], `"k8s.io/initial-events-end":"true"`) {
 		t.Fatalf("initial events: %s", events)
@@ -134,7 +134,7 @@ func TestStreamingList(t *testing.T) {
 	if err := c.putList("list:/api/v1/nodes?", []byte(`{"apiVersion":"v1","kind":"NodeList","metadata":{"resourceVersion":"4"},"items":[{"metadata":{"name":"n1"}}]}`)); err != nil {
 		t.Fatal(err)
 	}
-	events, _ = c.initialEvents("list:/api/v1/nodes?")
+	events, _, _ = c.initialEvents("list:/api/v1/nodes?")
 	if !strings.Contains(string(events), `"kind":"Node"`) || !strings.Contains(string(events), `"apiVersion":"v1"`) {
 		t.Errorf("events without kinds: %s", events)
 	}

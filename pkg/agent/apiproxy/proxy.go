@@ -531,13 +531,13 @@ func (p *Proxy) hold(w http.ResponseWriter, r *http.Request, key string) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if sendsInitialEvents(r) {
-		events, ok := p.cache.initialEvents(key)
+		events, at, ok := p.cache.initialEvents(key)
 		if !ok {
 			writeStatus(w, http.StatusServiceUnavailable, "kedge: no API server answers")
 			return
 		}
 		p.countServed()
-		w.Header().Add("Warning", stale(p.cache.updated(key)))
+		w.Header().Add("Warning", stale(at))
 		w.WriteHeader(http.StatusOK)
 		w.Write(events)
 	} else {
