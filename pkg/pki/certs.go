@@ -11,6 +11,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -50,10 +51,12 @@ type Options struct {
 	ClusterDomain string   // e.g. cluster.local; defaults to cluster.local
 }
 
-// authority is a loaded CA: its certificate and the key that signs with it.
+// authority is a loaded CA: its certificate and the key that signs with
+// it, and the chain its leaves carry after a rotation (see chainOf).
 type authority struct {
-	cert *x509.Certificate
-	key  crypto.Signer
+	cert  *x509.Certificate
+	key   crypto.Signer
+	chain []byte
 }
 
 // leafSpec is what a leaf certificate must contain to be reused.
@@ -111,6 +114,14 @@ func Ensure(o Options) (Files, error) {
 	etcdPeerCA, err := ensureCA(f.EtcdPeerCACert, f.EtcdPeerCAKey, "kedge-etcd-peer-ca")
 	if err != nil {
 		return Files{}, err
+	}
+
+	// kube-controller-manager's signers take a file of exactly one
+	// certificate; after a rotation the CA files hold several.
+	for _, nc := range []struct{ from, to string }{{f.ClientCACert, f.ClientCASigningCert}, {f.ServerCACert, f.ServerCASigningCert}} {
+		if err := writeFirstCert(nc.from, nc.to); err != nil {
+			return Files{}, err
+		}
 	}
 
 	client := func(cn string, orgs ...string) leafSpec {
@@ -264,7 +275,11 @@ func loadCA(certPath, keyPath string) (*authority, error) {
 	if !keyMatches(cert, key) {
 		return nil, fmt.Errorf("CA key %s does not match CA cert %s", keyPath, certPath)
 	}
-	return &authority{cert: cert, key: key}, nil
+	data, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, err
+	}
+	return &authority{cert: cert, key: key, chain: chainOf(data)}, nil
 }
 
 // newCA generates a self-signed CA. The CN carries a timestamp so that CAs
@@ -430,7 +445,7 @@ func issueLeaf(ca *authority, certPath, keyPath string, spec leafSpec, validity 
 	} else if err := tightenMode(keyPath, keyMode); err != nil {
 		return err
 	}
-	return datadir.WriteFileAtomic(certPath, encodeCert(der), certMode)
+	return datadir.WriteFileAtomic(certPath, append(encodeCert(der), ca.chain...), certMode)
 }
 
 // signLeaf signs pub as a leaf certificate for spec, returning its DER.
@@ -453,6 +468,20 @@ func signLeaf(ca *authority, pub crypto.PublicKey, spec leafSpec, validity time.
 		IPAddresses:           spec.ips,
 	}
 	return x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+}
+
+// writeFirstCert makes to hold the first certificate of from, leaving
+// it untouched when it does.
+func writeFirstCert(from, to string) error {
+	cert, err := readCert("CA cert", from)
+	if err != nil {
+		return err
+	}
+	want := encodeCert(cert.Raw)
+	if have, err := os.ReadFile(to); err == nil && bytes.Equal(have, want) {
+		return tightenMode(to, certMode)
+	}
+	return datadir.WriteFileAtomic(to, want, certMode)
 }
 
 // sameSet compares string slices ignoring order, since x509 does not

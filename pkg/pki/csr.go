@@ -111,7 +111,7 @@ func SignRequest(caCert, caKey string, csrPEM []byte, leaf Leaf) ([]byte, error)
 	if err != nil {
 		return nil, fmt.Errorf("sign: %w", err)
 	}
-	return encodeCert(der), nil
+	return append(encodeCert(der), ca.chain...), nil
 }
 
 // WriteCert stores a PEM certificate received for the key at keyPath,

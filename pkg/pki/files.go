@@ -9,9 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha1"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -34,8 +32,11 @@ const (
 // Files holds the paths of every file Ensure manages; all absolute, under
 // the directory passed to FilesIn.
 type Files struct {
-	ClientCACert, ClientCAKey                 string // signs all client certs (also kubelet client certs later)
-	ServerCACert, ServerCAKey                 string // signs serving certs
+	ClientCACert, ClientCAKey string // signs all client certs (also kubelet client certs later)
+	ServerCACert, ServerCAKey string // signs serving certs
+	// The CA certificates alone, without the CAs they replaced
+	// (kube-controller-manager's signers want one certificate).
+	ClientCASigningCert, ServerCASigningCert  string
 	RequestHeaderCACert, RequestHeaderCAKey   string // front-proxy / aggregation
 	ServiceAccountKey                         string // private key; the public key is derived from it
 	ServingCert, ServingKey                   string // kube-apiserver serving cert, signed by the server CA
@@ -64,6 +65,8 @@ func FilesIn(dir string) Files {
 		ClientCAKey:          p("client-ca.key"),
 		ServerCACert:         p("server-ca.crt"),
 		ServerCAKey:          p("server-ca.key"),
+		ClientCASigningCert:  p("client-ca.nochain.crt"),
+		ServerCASigningCert:  p("server-ca.nochain.crt"),
 		RequestHeaderCACert:  p("request-header-ca.crt"),
 		RequestHeaderCAKey:   p("request-header-ca.key"),
 		ServiceAccountKey:    p("service.key"),
@@ -295,15 +298,23 @@ func ensureServiceAccountKey(path string) error {
 // tokens pin the file content, so it is hashed verbatim, but only after
 // checking it holds a certificate so garbage is never pinned.
 func CAHash(caCertPath string) (string, error) {
+	data, err := ReadCA(caCertPath)
+	if err != nil {
+		return "", err
+	}
+	return HashOf(data), nil
+}
+
+// ReadCA returns the bytes of a CA cert file, checked to hold a certificate.
+func ReadCA(caCertPath string) ([]byte, error) {
 	data, err := os.ReadFile(caCertPath)
 	if err != nil {
-		return "", fmt.Errorf("read CA cert %s: %w", caCertPath, err)
+		return nil, fmt.Errorf("read CA cert %s: %w", caCertPath, err)
 	}
 	if _, err := parseCertPEM(data); err != nil {
-		return "", fmt.Errorf("parse CA cert %s: %w", caCertPath, err)
+		return nil, fmt.Errorf("parse CA cert %s: %w", caCertPath, err)
 	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:]), nil
+	return data, nil
 }
 
 // reusableKey returns the ECDSA P-256 key at path, or fresh=true if there is

@@ -27,7 +27,8 @@ func Inspect(dirs ...string) []Cert {
 	var out []Cert
 	for _, dir := range dirs {
 		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".crt") {
+			// *.nochain.crt repeat a CA's own certificate.
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".crt") || strings.HasSuffix(p, ".nochain.crt") {
 				return nil
 			}
 			data, err := os.ReadFile(p)
