@@ -177,7 +177,11 @@ func rotateToken(ctx context.Context, out io.Writer, cfg config.Config, given st
 	if err != nil {
 		return fmt.Errorf("--new-token: %w", err)
 	}
-	if nt.CAHash != "" && nt.CAHash != old.CAHash {
+	ca, err := pki.ReadCA(pki.FilesIn(l.TLSDir()).ServerCACert)
+	if err != nil {
+		return err
+	}
+	if nt.CAHash != "" && !pki.PinnedBy(ca, nt.CAHash) {
 		return fmt.Errorf("--new-token names another cluster's CA")
 	}
 	if nt.Secret == old.Secret {

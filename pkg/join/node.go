@@ -3,11 +3,9 @@ package join
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -202,6 +200,10 @@ type Remote struct {
 	Log          *slog.Logger
 
 	client *http.Client
+	// reissue holds the kinds still to be signed again because the
+	// server's CA changed since the last join (kedge certificate
+	// rotate-ca): their certificates come from the old CA.
+	reissue map[string]bool
 }
 
 // ServerCACert and ClientCACert are the CA files Bootstrap writes.
@@ -224,6 +226,13 @@ func (r *Remote) Bootstrap(ctx context.Context) error {
 		if err == nil {
 			if err := r.trust(ca); err != nil {
 				return err
+			}
+			if kept, err := os.ReadFile(r.ServerCACert()); err == nil && !bytes.Equal(kept, ca) {
+				r.Log.Info("the server's CA changed since the last join: taking new node certificates")
+				r.reissue = map[string]bool{}
+				for _, k := range []string{KindKubelet, KindKubeletServing, KindKubeProxy, KindFlannel, KindServiceLB, KindLocalStorage} {
+					r.reissue[k] = true
+				}
 			}
 			return datadir.WriteFileAtomic(r.ServerCACert(), ca, 0o600)
 		}
@@ -286,9 +295,10 @@ func (r *Remote) verify(ca []byte) error {
 		r.Log.Warn("the token has no CA hash: trusting the server's CA without checking it (use the full K10... token from the server's token file)")
 		return nil
 	}
-	sum := sha256.Sum256(ca)
-	if got := hex.EncodeToString(sum[:]); got != r.Token.CAHash {
-		return fmt.Errorf("the CA of %s (sha256 %s) is not the one the token names (%s): wrong server, or a token from another cluster", r.Server, got, r.Token.CAHash)
+	// A CA rotated since the token was made still matches: the file
+	// ends with the one the token names, which vouches for the new CA.
+	if !pki.PinnedBy(ca, r.Token.CAHash) {
+		return fmt.Errorf("the CA of %s (sha256 %s) is not the one the token names (%s): wrong server, or a token from another cluster", r.Server, pki.HashOf(ca), r.Token.CAHash)
 	}
 	return nil
 }
@@ -304,7 +314,7 @@ func (r *Remote) Issue(kind, certPath, keyPath string, sans []string) error {
 	if client {
 		ca = r.ClientCACert()
 	}
-	if pki.NeedsCert(ca, certPath, keyPath, leaf) == "" {
+	if pki.NeedsCert(ca, certPath, keyPath, leaf) == "" && !r.reissue[kind] {
 		return nil
 	}
 	if r.client == nil {
@@ -337,5 +347,9 @@ func (r *Remote) Issue(kind, certPath, keyPath string, sans []string) error {
 	if err := datadir.WriteFileAtomic(r.ClientCACert(), []byte(out.ClientCA), 0o600); err != nil {
 		return err
 	}
-	return pki.WriteCert(certPath, keyPath, []byte(out.Cert))
+	if err := pki.WriteCert(certPath, keyPath, []byte(out.Cert)); err != nil {
+		return err
+	}
+	delete(r.reissue, kind)
+	return nil
 }

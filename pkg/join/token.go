@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/kedge-dev/kedge/pkg/datadir"
+	"github.com/kedge-dev/kedge/pkg/pki"
 )
 
 const prefix = "K10"
@@ -80,17 +81,21 @@ func NewSecret() (string, error) {
 }
 
 // EnsureServerToken returns the server's token stored at path, creating it
-// on first start (from given, or a random secret). A given token that does
-// not match the stored secret is an error: changing it would lock out every
-// agent that joined with the old one.
-func EnsureServerToken(path, caHash, given string) (Token, error) {
+// on first start (from given, or a random secret), for the server CA file
+// ca. A given token that does not match the stored secret is an error:
+// changing it would lock out every agent that joined with the old one.
+// After kedge certificate rotate-ca the stored token names the old CA; it
+// is rewritten to name the new one, and tokens naming the old one are
+// still accepted (pki.PinnedBy).
+func EnsureServerToken(path string, ca []byte, given string) (Token, error) {
+	caHash := pki.HashOf(ca)
 	var want Token
 	if given != "" {
 		t, err := Parse(given)
 		if err != nil {
 			return Token{}, fmt.Errorf("--token: %w", err)
 		}
-		if t.CAHash != "" && t.CAHash != caHash {
+		if t.CAHash != "" && !pki.PinnedBy(ca, t.CAHash) {
 			return Token{}, errors.New("--token: its CA hash does not match this server's CA")
 		}
 		want = t
@@ -102,11 +107,17 @@ func EnsureServerToken(path, caHash, given string) (Token, error) {
 		if err != nil {
 			return Token{}, fmt.Errorf("token file %s: %w", path, err)
 		}
-		if stored.CAHash != caHash {
+		if !pki.PinnedBy(ca, stored.CAHash) {
 			return Token{}, fmt.Errorf("token file %s was made for another CA; remove it to issue a new token", path)
 		}
 		if given != "" && want.Secret != stored.Secret {
 			return Token{}, fmt.Errorf("--token does not match the token this server was started with (%s); start without --token or with the stored one", path)
+		}
+		if stored.CAHash != caHash {
+			stored.CAHash = caHash
+			if err := datadir.WriteFileAtomic(path, []byte(stored.String()+"\n"), 0o600); err != nil {
+				return Token{}, err
+			}
 		}
 		return stored, nil
 	case !errors.Is(err, os.ErrNotExist):
@@ -127,18 +138,22 @@ func EnsureServerToken(path, caHash, given string) (Token, error) {
 // EnsureAgentToken stores the agent token given with --agent-token
 // (user "node"), or leaves none; a later start with another one replaces
 // it: agents that joined keep their certificates.
-func EnsureAgentToken(path, caHash, given string) error {
+func EnsureAgentToken(path string, ca []byte, given string) error {
 	if given == "" {
+		if old, err := ReadToken(path); err == nil && old.CAHash != pki.HashOf(ca) && pki.PinnedBy(ca, old.CAHash) {
+			old.CAHash = pki.HashOf(ca) // the CA rotated
+			return datadir.WriteFileAtomic(path, []byte(old.String()+"\n"), 0o600)
+		}
 		return nil
 	}
 	t, err := Parse(given)
 	if err != nil {
 		return fmt.Errorf("--agent-token: %w", err)
 	}
-	if t.CAHash != "" && t.CAHash != caHash {
+	if t.CAHash != "" && !pki.PinnedBy(ca, t.CAHash) {
 		return errors.New("--agent-token: its CA hash does not match this server's CA")
 	}
-	t = Token{CAHash: caHash, Username: "node", Secret: t.Secret}
+	t = Token{CAHash: pki.HashOf(ca), Username: "node", Secret: t.Secret}
 	if old, err := ReadToken(path); err == nil && old == t {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package join
 
 import (
+	"github.com/kedge-dev/kedge/pkg/pki"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,41 +45,43 @@ func TestParse(t *testing.T) {
 }
 
 func TestEnsureServerToken(t *testing.T) {
+	ca := []byte("the server CA")
+	caHash := pki.HashOf(ca)
 	path := filepath.Join(t.TempDir(), "token")
-	first, err := EnsureServerToken(path, hash, "")
+	first, err := EnsureServerToken(path, ca, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first.CAHash != hash || len(first.Secret) != 32 {
+	if first.CAHash != caHash || len(first.Secret) != 32 {
 		t.Fatalf("generated %+v", first)
 	}
 	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
 		t.Fatalf("token file mode %o", st.Mode().Perm())
 	}
-	again, err := EnsureServerToken(path, hash, "")
+	again, err := EnsureServerToken(path, ca, "")
 	if err != nil || again != first {
 		t.Fatalf("restart changed the token: %+v %v", again, err)
 	}
-	if _, err := EnsureServerToken(path, hash, first.Secret); err != nil {
+	if _, err := EnsureServerToken(path, ca, first.Secret); err != nil {
 		t.Fatalf("the stored secret given again: %v", err)
 	}
-	if _, err := EnsureServerToken(path, hash, first.String()); err != nil {
+	if _, err := EnsureServerToken(path, ca, first.String()); err != nil {
 		t.Fatalf("the full token given again: %v", err)
 	}
-	if _, err := EnsureServerToken(path, hash, "other"); err == nil || !strings.Contains(err.Error(), "does not match") {
+	if _, err := EnsureServerToken(path, ca, "other"); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("a different --token: %v", err)
 	}
 	other := strings.Repeat("f", 64)
-	if _, err := EnsureServerToken(path, other, ""); err == nil {
+	if _, err := EnsureServerToken(path, []byte("another CA"), ""); err == nil {
 		t.Fatal("token of another CA accepted")
 	}
 
 	given := filepath.Join(t.TempDir(), "token")
-	tok, err := EnsureServerToken(given, hash, "mysecret")
+	tok, err := EnsureServerToken(given, ca, "mysecret")
 	if err != nil || tok.Secret != "mysecret" {
 		t.Fatalf("given secret: %+v %v", tok, err)
 	}
-	if _, err := EnsureServerToken(filepath.Join(t.TempDir(), "t"), hash, "K10"+other+"::server:x"); err == nil {
+	if _, err := EnsureServerToken(filepath.Join(t.TempDir(), "t"), ca, "K10"+other+"::server:x"); err == nil {
 		t.Fatal("a token naming another CA accepted")
 	}
 }

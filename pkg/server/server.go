@@ -109,19 +109,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := shareBootstrap(ctx, cfg, layout, st, remote, ensure, log); err != nil {
 		return err
 	}
-	caHash, err := pki.CAHash(tlsFiles.ServerCACert)
+	serverCA, err := pki.ReadCA(tlsFiles.ServerCACert)
 	if err != nil {
 		return err
 	}
 	_, tokenErr := os.Stat(layout.TokenFile())
 	newCluster := os.IsNotExist(tokenErr) && !st.join && !sqliteHasData(layout.DBFile())
-	if _, err := join.EnsureServerToken(layout.TokenFile(), caHash, cfg.Token); err != nil {
+	if _, err := join.EnsureServerToken(layout.TokenFile(), serverCA, cfg.Token); err != nil {
 		return err
 	}
 	if err := ensureEncryption(cfg, layout, st, newCluster, log); err != nil {
 		return err
 	}
-	if err := join.EnsureAgentToken(layout.AgentTokenFile(), caHash, cfg.AgentToken); err != nil {
+	if err := join.EnsureAgentToken(layout.AgentTokenFile(), serverCA, cfg.AgentToken); err != nil {
 		return err
 	}
 	if cfg.ClusterReset {
@@ -195,13 +195,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	components := ds.components
 	if ha {
-		secret, err := secretsencrypt.SealSecret(tlsFiles.ServerCAKey)
+		secret, err := secretsencrypt.SealSecret(tlsFiles.ServiceAccountKey)
+		if err != nil {
+			return err
+		}
+		legacy, err := secretsencrypt.SealSecret(tlsFiles.ServerCAKey)
 		if err != nil {
 			return err
 		}
 		components = append(components, &secretsencrypt.Sync{Client: func() (*clientv3.Client, error) {
 			return datastoreClient(tlsFiles, endpoints(), etcdTLS)
-		}, ServerDir: layout.Server(), Secret: secret, Log: log.With("component", "secrets-encryption")})
+		}, ServerDir: layout.Server(), Secret: secret, Legacy: legacy, Log: log.With("component", "secrets-encryption")})
 	}
 	components = append(components,
 		apiserver,
