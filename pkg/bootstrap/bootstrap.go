@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/kedge-dev/kedge/pkg/datadir"
 	"github.com/kedge-dev/kedge/pkg/join"
@@ -84,28 +85,58 @@ var ErrOtherCluster = errors.New("this server's data dir belongs to another clus
 
 // Install writes the bundle into the TLS dir. Files already there must
 // hold the same bytes: a data dir of another cluster is refused, with
-// nothing changed.
+// nothing changed. A CA that one side rotated (kedge certificate
+// rotate-ca) is not another cluster's: the rotated CA wins, with its key.
 func (b Bundle) Install(dir string) error {
+	_, err := b.install(dir)
+	return err
+}
+
+// install is Install, reporting whether the TLS dir kept a CA it had
+// rotated, so that the bundle it came from is now older than the dir's.
+func (b Bundle) install(dir string) (newer bool, err error) {
 	names := make([]string, 0, len(b))
 	for n := range b {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	keep := map[string]bool{}
 	for _, n := range names {
-		if old, err := os.ReadFile(filepath.Join(dir, n)); err == nil && !bytes.Equal(old, b[n]) && n != encryptionConfig {
-			return fmt.Errorf("%w: %s differs from the cluster's (remove %s to join this cluster, or use the right --token and --server)", ErrOtherCluster, filepath.Join(dir, n), dir)
+		old, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil || bytes.Equal(old, b[n]) || n == encryptionConfig || keep[n] {
+			continue
+		}
+		key := strings.TrimSuffix(n, ".crt") + ".key"
+		switch {
+		case strings.HasSuffix(n, ".crt") && pki.Rotates(b[n], old):
+			// Theirs is the rotation: taken with its key below.
+		case strings.HasSuffix(n, ".crt") && pki.Rotates(old, b[n]):
+			keep[n], keep[key], newer = true, true, true
+		case strings.HasSuffix(n, ".key") && b.rotated(dir, strings.TrimSuffix(n, ".key")+".crt"):
+		default:
+			return false, fmt.Errorf("%w: %s differs from the cluster's (remove %s to join this cluster, or use the right --token and --server)", ErrOtherCluster, filepath.Join(dir, n), dir)
 		}
 	}
 	for _, n := range names {
+		if keep[n] {
+			continue
+		}
 		p := filepath.Join(dir, n)
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return err
+			return false, err
 		}
 		if err := datadir.WriteFileAtomic(p, b[n], 0o600); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return newer, nil
+}
+
+// rotated reports whether the CA cert cert differs between the bundle and
+// the dir by a rotation, either way: its key may differ too.
+func (b Bundle) rotated(dir, cert string) bool {
+	old, err := os.ReadFile(filepath.Join(dir, cert))
+	return err == nil && (pki.Rotates(b[cert], old) || pki.Rotates(old, b[cert]))
 }
 
 // replace writes the bundle over whatever the TLS dir holds (a bundle this

@@ -119,3 +119,61 @@ func TestSync(t *testing.T) {
 		t.Fatalf("a wrong token wrote %d files", len(entries))
 	}
 }
+
+func (k *memKV) Swap(_ context.Context, key string, old, value []byte) (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if string(k.m[key]) != string(old) {
+		return false, nil
+	}
+	k.m[key] = value
+	return true, nil
+}
+
+// A server that rotated its CAs stores them in the datastore at its next
+// start; the other server takes them at its own, not as another cluster's.
+func TestSyncCARotation(t *testing.T) {
+	ctx := context.Background()
+	kv := &memKV{m: map[string][]byte{}}
+	first, second := t.TempDir(), t.TempDir()
+	for _, dir := range []string{first, second} {
+		if err := Sync(ctx, kv, "tok", dir, ensureIn(dir)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pki.RotateCA(pki.RotateCAOptions{Dir: first}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Sync(ctx, kv, "tok", first, ensureIn(first)); err != nil {
+		t.Fatalf("the rotating server: %v", err)
+	}
+	if err := Sync(ctx, kv, "tok", second, ensureIn(second)); err != nil {
+		t.Fatalf("the other server: %v", err)
+	}
+	a, _ := Collect(first)
+	b, _ := Collect(second)
+	if !a.Equal(b) {
+		t.Fatal("the other server did not take the rotated CAs")
+	}
+	// An older bundle (a member not yet restarted) does not undo it.
+	old, err := Collect(first + "-" + backupSuffix(t, first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Install(second); err != nil {
+		t.Fatalf("the pre-rotation bundle over the rotated dir: %v", err)
+	}
+	if now, _ := Collect(second); !now.Equal(a) {
+		t.Fatal("the pre-rotation bundle replaced the rotated CAs")
+	}
+}
+
+// backupSuffix finds the timestamp of the backup RotateCA made of dir.
+func backupSuffix(t *testing.T, dir string) string {
+	t.Helper()
+	m, _ := filepath.Glob(dir + "-*")
+	if len(m) != 1 {
+		t.Fatalf("backups of %s: %v", dir, m)
+	}
+	return strings.TrimPrefix(m[0], dir+"-")
+}

@@ -18,6 +18,9 @@ type KV interface {
 	// Create stores value at key unless the key exists; it reports
 	// whether it did.
 	Create(ctx context.Context, key string, value []byte) (bool, error)
+	// Swap stores value at key if it still holds old; it reports whether
+	// it did.
+	Swap(ctx context.Context, key string, old, value []byte) (bool, error)
 }
 
 // Sync makes the TLS dir hold the cluster's bundle of the datastore: a
@@ -32,7 +35,7 @@ func Sync(ctx context.Context, kv KV, secret, dir string, ensure func() error) e
 		return fmt.Errorf("read the cluster's bootstrap data from the datastore: %w", err)
 	}
 	if found {
-		return take(data, secret, dir, ensure)
+		return take(ctx, kv, data, secret, dir, ensure)
 	}
 	if err := ensure(); err != nil {
 		return err
@@ -74,15 +77,40 @@ func Sync(ctx context.Context, kv KV, secret, dir string, ensure func() error) e
 	return ensure()
 }
 
-func take(data []byte, secret, dir string, ensure func() error) error {
+// take installs the datastore's bundle; when this server has rotated a CA
+// since (kedge certificate rotate-ca), its own bundle replaces the stored
+// one, for the other servers to take at their next start.
+func take(ctx context.Context, kv KV, data []byte, secret, dir string, ensure func() error) error {
 	b, err := Open(data, secret)
 	if err != nil {
 		return wrongToken(err)
 	}
-	if err := b.Install(dir); err != nil {
+	newer, err := b.install(dir)
+	if err != nil {
 		return err
 	}
-	return ensure()
+	if err := ensure(); err != nil {
+		return err
+	}
+	if !newer {
+		return nil
+	}
+	ours, err := Collect(dir)
+	if err != nil {
+		return err
+	}
+	sealed, err := ours.Seal(secret)
+	if err != nil {
+		return err
+	}
+	swapped, err := kv.Swap(ctx, Key, data, sealed)
+	if err != nil {
+		return fmt.Errorf("store the rotated CAs in the datastore: %w", err)
+	}
+	if !swapped {
+		return errors.New("the cluster's bootstrap data changed in the datastore while this server stored its rotated CAs: start it again")
+	}
+	return nil
 }
 
 func wrongToken(err error) error {
@@ -104,6 +132,27 @@ func (e EtcdKV) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	return resp.Kvs[0].Value, true, nil
+}
+
+// Swap compares the revision, not the value: kine's transactions know
+// only the forms the apiserver uses (a put if the revision still is).
+func (e EtcdKV) Swap(ctx context.Context, key string, old, value []byte) (bool, error) {
+	cur, err := e.Client.Get(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	if len(cur.Kvs) == 0 || string(cur.Kvs[0].Value) != string(old) {
+		return false, nil
+	}
+	resp, err := e.Client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(key, string(value))).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
 }
 
 func (e EtcdKV) Create(ctx context.Context, key string, value []byte) (bool, error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,10 +27,12 @@ import (
 const Key = "/kedge/encryption-config"
 
 // SealSecret derives the key that seals the configuration in the
-// datastore from the server CA's private key: every server has it, the
-// datastore does not, and it outlives token rotations.
-func SealSecret(serverCAKey string) (string, error) {
-	data, err := os.ReadFile(serverCAKey)
+// datastore from the service-account key: every server has it, the
+// datastore does not, and it outlives token and CA rotations. (Before
+// kedge certificate rotate-ca it was derived from the server CA's key,
+// which Sync still opens, as Legacy.)
+func SealSecret(keyFile string) (string, error) {
+	data, err := os.ReadFile(keyFile)
 	if err != nil {
 		return "", err
 	}
@@ -61,7 +64,10 @@ type Sync struct {
 	Client    func() (*clientv3.Client, error)
 	ServerDir string
 	Secret    string
-	Log       *slog.Logger
+	// Legacy opens a configuration sealed the older way (SealSecret of
+	// the server CA key); it is sealed again with Secret.
+	Legacy string
+	Log    *slog.Logger
 
 	cli    *clientv3.Client
 	cancel context.CancelFunc
@@ -116,12 +122,17 @@ func (s *Sync) Start(ctx context.Context) error {
 
 func (s *Sync) apply(sealed []byte) error {
 	b, err := bootstrap.Open(sealed, s.Secret)
+	legacy := false
+	if errors.Is(err, bootstrap.ErrWrongToken) && s.Legacy != "" {
+		b, err = bootstrap.Open(sealed, s.Legacy)
+		legacy = err == nil
+	}
 	if err != nil {
-		return fmt.Errorf("the shared encryption configuration does not open with this server's CA: %w", err)
+		return fmt.Errorf("the shared encryption configuration does not open with this server's keys: %w", err)
 	}
 	data := b[fileName]
 	if old, err := os.ReadFile(File(s.ServerDir)); err == nil && bytes.Equal(old, data) {
-		return nil
+		return s.reseal(legacy)
 	}
 	if err := os.MkdirAll(strings.TrimSuffix(File(s.ServerDir), "/"+fileName), 0o700); err != nil {
 		return err
@@ -130,6 +141,21 @@ func (s *Sync) apply(sealed []byte) error {
 		return err
 	}
 	s.Log.Info("encryption configuration updated from the datastore")
+	return s.reseal(legacy)
+}
+
+// reseal stores the configuration sealed with Secret when it was found
+// sealed the older way.
+func (s *Sync) reseal(legacy bool) error {
+	if !legacy {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Publish(ctx, s.cli, s.ServerDir, s.Secret); err != nil {
+		return fmt.Errorf("seal the shared encryption configuration anew: %w", err)
+	}
+	s.Log.Info("the shared encryption configuration is sealed with the service-account key from now on")
 	return nil
 }
 
