@@ -2,8 +2,11 @@ package integration
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -136,7 +139,19 @@ func TestSecretsEncryptionOff(t *testing.T) {
 // and extra flags; it returns the node, started.
 func joinAgent(t *testing.T, netns, ip, server, token, name string, extra ...string) *node {
 	t.Helper()
+	return joinAgentWith(t, netns, ip, server, token, name, nil, extra...)
+}
+
+// joinAgentWith is joinAgent with the test images in the agent's air-gap
+// images dir.
+func joinAgentWith(t *testing.T, netns, ip, server, token, name string, images []string, extra ...string) *node {
+	t.Helper()
 	a := &node{netns: netns, dir: t.TempDir()}
+	for _, img := range images {
+		if err := copyFile(filepath.Join(imagesDir, img), filepath.Join(a.dataDir(), "agent", "images", img)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	os.WriteFile(filepath.Join(a.dir, "config.yaml"), nil, 0o600)
 	a.args = append([]string{"agent", "--config", filepath.Join(a.dir, "config.yaml"), "--data-dir", a.dataDir(), "--run-dir", filepath.Join(a.dir, "run"),
 		"--server", server, "--token", token, "--node-ip", ip, "--node-name", name,
@@ -275,6 +290,157 @@ func TestZZZZZZNodeIdentityAndTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodeReady("edge")
+}
+
+// The CAs rotate under a joined agent: its pod keeps running and the API
+// still reaches it (logs) with nothing restarted but the server; a join
+// token from before the rotation still joins a new agent, and the agent,
+// restarted, takes node certificates of the new CA.
+func TestZZZZZZCARotation(t *testing.T) {
+	h := newHANet(t, "kedge-ca", 3)
+	t.Cleanup(cgroupRoot(t, "kedge-test-id"))
+	s := haServer(t, h, 1)
+	s.startReady(t)
+	url := "https://" + h.ip(1) + ":6443"
+	token := tokenOf(t, s)
+	tlsDir := filepath.Join(s.dataDir(), "server", "tls")
+	oldCA := mustRead(t, filepath.Join(tlsDir, "server-ca.crt"))
+	k := func(args ...string) (string, error) { return kubectlRunIn(s.netns, s.kubeconfig, "", args...) }
+	ready := func(name string) {
+		t.Helper()
+		eventually(t, 3*time.Minute, "node "+name+" Ready", func() error {
+			out, _ := k("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+			if out != "True" {
+				return fmt.Errorf("Ready=%q", out)
+			}
+			return nil
+		})
+	}
+	a := joinAgentWith(t, h.hosts[1], h.ip(2), url, token, "edge", []string{"hello-v1.tar"})
+	ready("edge")
+	if out, err := kubectlRunIn(s.netns, s.kubeconfig, `apiVersion: v1
+kind: Pod
+metadata: {name: steady}
+spec:
+  nodeSelector: {kubernetes.io/hostname: edge}
+  containers: [{name: hello, image: kedge.test/hello:v1, imagePullPolicy: Never}]
+`, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	eventually(t, 2*time.Minute, "pod steady Running", func() error {
+		out, _ := k("get", "pod", "steady", "-o", "jsonpath={.status.phase}")
+		if out != "Running" {
+			return fmt.Errorf("phase %q", out)
+		}
+		return nil
+	})
+	uid, _ := k("get", "pod", "steady", "-o", "jsonpath={.metadata.uid}")
+
+	caTool := func(args ...string) (string, error) {
+		return kedgeIn(s, append([]string{"certificate"}, append(args, "--run-dir", filepath.Join(s.dir, "run"))...)...)
+	}
+	if out, err := caTool("rotate-ca"); err == nil || !strings.Contains(out, "kedge is running") {
+		t.Fatalf("rotate-ca while kedge runs: %v\n%s", err, out)
+	}
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := caTool("rotate-ca")
+	if err != nil || !strings.Contains(out, "cross-signed") {
+		t.Fatalf("rotate-ca: %v\n%s", err, out)
+	}
+	s.startReady(t)
+	newCA := mustRead(t, filepath.Join(tlsDir, "server-ca.crt"))
+	if bytes.Equal(newCA, oldCA) || !bytes.HasSuffix(newCA, oldCA) {
+		t.Fatal("server-ca.crt is not the new CA followed by the old one")
+	}
+	if tok := tokenOf(t, s); tok == token || !strings.HasPrefix(tok, "K10"+fmt.Sprintf("%x", sha256.Sum256(newCA))) {
+		t.Fatalf("the token file does not name the new CA: %s", tok)
+	}
+	check, err := caTool("check")
+	if err != nil {
+		t.Fatalf("certificate check: %v\n%s", err, check)
+	}
+	oldCN := firstCN(t, oldCA)
+	for _, line := range strings.Split(check, "\n") {
+		if strings.Contains(line, "server/tls/server-ca.crt") && strings.Contains(line, oldCN) {
+			t.Fatalf("certificate check still lists the old server CA:\n%s", check)
+		}
+	}
+
+	// The agent, not restarted, trusts only the old CA, and still works:
+	// its kubelet renews its Lease through the new serving certificate.
+	restarted := time.Now()
+	eventually(t, 2*time.Minute, "edge renews its Lease after the rotation", func() error {
+		out, err := k("-n", "kube-node-lease", "get", "lease", "edge", "-o", "jsonpath={.spec.renewTime}")
+		if err != nil {
+			return err
+		}
+		renewed, err := time.Parse(time.RFC3339Nano, out)
+		if err != nil || !renewed.After(restarted) {
+			return fmt.Errorf("renewTime %q (%v)", out, err)
+		}
+		return nil
+	})
+	ready("edge")
+	eventually(t, time.Minute, "the API reaches the agent's kubelet", func() error {
+		_, err := k("logs", "steady")
+		return err
+	})
+	if now, _ := k("get", "pod", "steady", "-o", "jsonpath={.metadata.uid} {.status.containerStatuses[0].restartCount}"); now != uid+" 0" {
+		t.Fatalf("the pod was replaced or restarted: %q (uid was %s)", now, uid)
+	}
+	// A token from before the rotation joins a new agent.
+	joinAgent(t, h.hosts[2], h.ip(3), url, token, "after")
+	ready("after")
+	// Restarted, the agent takes node certificates of the new CA.
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.start(); err != nil {
+		t.Fatal(err)
+	}
+	for f, ca := range map[string]string{"serving-kubelet.crt": "server-ca.crt", "client-kubelet.crt": "client-ca.crt"} {
+		want := firstCN(t, mustRead(t, filepath.Join(tlsDir, ca)))
+		eventually(t, 2*time.Minute, "the restarted agent's "+f+" issued by the new CA", func() error {
+			if got := firstIssuer(t, mustRead(t, filepath.Join(a.dataDir(), "agent", "tls", f))); got != want {
+				return fmt.Errorf("issued by %s, not %s", got, want)
+			}
+			return nil
+		})
+	}
+	ready("edge")
+	eventually(t, time.Minute, "logs through the restarted agent", func() error {
+		out, err := k("logs", "steady")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+}
+
+// firstIssuer is the issuer of the first certificate of a PEM file.
+func firstIssuer(t *testing.T, pemData []byte) string {
+	t.Helper()
+	return parseFirst(t, pemData).Issuer.CommonName
+}
+
+func firstCN(t *testing.T, pemData []byte) string {
+	t.Helper()
+	return parseFirst(t, pemData).Subject.CommonName
+}
+
+func parseFirst(t *testing.T, pemData []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(pemData)
+	if block == nil {
+		t.Fatal("no PEM")
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func mustReadEventually(t *testing.T, path string) []byte {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -128,6 +129,34 @@ func TestZZZZZZExternalDatastore(t *testing.T) {
 		_, err := kubectlRunIn(s3.netns, s3.kubeconfig, "", "-n", "lonely", "get", "serviceaccount", "default")
 		return err
 	})
+
+	// The CAs rotate on s2 while it is down: started, it stores them in the
+	// datastore; s3, restarted, takes them rather than refusing them as
+	// another cluster's, and the two serve one cluster again.
+	tlsOf := func(n *node, f string) []byte { return mustRead(t, filepath.Join(n.dataDir(), "server", "tls", f)) }
+	oldCA := tlsOf(s3, "server-ca.crt")
+	if out, err := kedgeIn(s2, "certificate", "rotate-ca", "--run-dir", filepath.Join(s2.dir, "run")); err != nil {
+		t.Fatalf("rotate-ca: %v\n%s", err, out)
+	}
+	s2.startReady(t)
+	if err := s3.stop(); err != nil {
+		t.Fatal(err)
+	}
+	s3.startReady(t)
+	for _, f := range []string{"server-ca.crt", "server-ca.key", "client-ca.crt", "etcd/peer-ca.crt"} {
+		if !bytes.Equal(tlsOf(s2, f), tlsOf(s3, f)) {
+			t.Fatalf("%s differs between the servers after the rotation", f)
+		}
+	}
+	if ca := tlsOf(s3, "server-ca.crt"); bytes.Equal(ca, oldCA) || !bytes.HasSuffix(ca, oldCA) {
+		t.Fatal("s3 does not hold the rotated server CA")
+	}
+	if _, err := kubectlRunIn(s2.netns, s2.kubeconfig, "", "create", "secret", "generic", "rotated", "--from-literal=a=b"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectlRunIn(s3.netns, s3.kubeconfig, "", "get", "secret", "rotated", "-o", "jsonpath={.data.a}"); err != nil || out != "Yg==" {
+		t.Fatalf("s3 reads s2's Secret after the rotation: %v %q", err, out)
+	}
 
 	// Another token: refused, and nothing written into its TLS dir.
 	bad := haServer(t, h, 4, "--datastore-endpoint", endpoint, "--token", "not-the-token")
