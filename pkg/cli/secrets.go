@@ -66,7 +66,7 @@ func (t *secretsTool) apply(ctx context.Context, c *secretsencrypt.Config, stage
 		return err
 	}
 	if t.ha {
-		secret, err := secretsencrypt.SealSecret(tlsFiles(t.cfg).ServerCAKey)
+		secret, err := secretsencrypt.SealSecret(tlsFiles(t.cfg).ServiceAccountKey)
 		if err != nil {
 			return err
 		}
