@@ -335,6 +335,18 @@ spec:
 		return nil
 	})
 	uid, _ := k("get", "pod", "steady", "-o", "jsonpath={.metadata.uid}")
+	podIP, _ := k("get", "pod", "steady", "-o", "jsonpath={.status.podIP}")
+	serves := func(when string) {
+		t.Helper()
+		eventually(t, time.Minute, "pod steady serves "+when, func() error {
+			out, err := inNetns(a.netns, "curl", "-sS", "--max-time", "2", "http://"+podIP+":8080/").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "Hello from Kubernetes!") {
+				return fmt.Errorf("%s: %v %s", podIP, err, out)
+			}
+			return nil
+		})
+	}
+	serves("before the rotation")
 
 	caTool := func(args ...string) (string, error) {
 		return kedgeIn(s, append([]string{"certificate"}, append(args, "--run-dir", filepath.Join(s.dir, "run"))...)...)
@@ -345,6 +357,7 @@ spec:
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
 	}
+	serves("while the server is down")
 	out, err := caTool("rotate-ca")
 	if err != nil || !strings.Contains(out, "cross-signed") {
 		t.Fatalf("rotate-ca: %v\n%s", err, out)
@@ -390,6 +403,7 @@ spec:
 	if now, _ := k("get", "pod", "steady", "-o", "jsonpath={.metadata.uid} {.status.containerStatuses[0].restartCount}"); now != uid+" 0" {
 		t.Fatalf("the pod was replaced or restarted: %q (uid was %s)", now, uid)
 	}
+	serves("after the rotation")
 	// A token from before the rotation joins a new agent.
 	joinAgent(t, h.hosts[2], h.ip(3), url, token, "after")
 	ready("after")
