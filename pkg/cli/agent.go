@@ -14,6 +14,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/datadir"
 	"github.com/kedge-dev/kedge/pkg/join"
+	"github.com/kedge-dev/kedge/pkg/kernel"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/sdnotify"
 )
@@ -39,6 +40,9 @@ an agent shares the credentials of a server on the same host (same
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := loadConfig(cmd, &cfg, cfg.ValidateAgent)
 			if err != nil {
+				return err
+			}
+			if err := kernel.Require(kernel.Needed(cfg.FlannelBackend)); err != nil {
 				return err
 			}
 			removePID, err := datadir.WritePIDFile(cfg.RunDir, "kedge-agent")

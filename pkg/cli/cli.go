@@ -84,6 +84,7 @@ agents, the kubelet. Stock kubectl and Helm work against it.
 		newTokenCommand(stdout),
 		newSecretsEncryptCommand(stdout),
 		newCertificateCommand(stdout),
+		newCheckConfigCommand(stdout),
 		newVersionCommand(stdout),
 	)
 	return root

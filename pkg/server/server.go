@@ -33,6 +33,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/etcd"
 	"github.com/kedge-dev/kedge/pkg/frontend"
 	"github.com/kedge-dev/kedge/pkg/join"
+	"github.com/kedge-dev/kedge/pkg/kernel"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/sdnotify"
 	"github.com/kedge-dev/kedge/pkg/secretsencrypt"
@@ -57,6 +58,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	if err := controlplane.CheckUserArgs(cfg); err != nil {
 		return err
+	}
+	if !cfg.DisableAgent {
+		if err := kernel.Require(kernel.Needed(cfg.FlannelBackend)); err != nil {
+			return err
+		}
 	}
 	st, err := planStore(cfg, layout)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -192,4 +193,69 @@ func writeTestFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A kernel that lacks a feature kedge needs (here a configuration without
+// VXLAN, named by KEDGE_KERNEL_CONFIG) stops a server and an agent before
+// they write anything, naming the feature; kedge check-config reports it
+// and passes on this machine's own kernel.
+func TestKernelCheck(t *testing.T) {
+	dir := t.TempDir()
+	noVXLAN := filepath.Join(dir, "config-no-vxlan")
+	real, err := exec.Command("sh", "-c", "zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r)").Output()
+	if err != nil || len(real) == 0 {
+		t.Fatalf("this kernel's configuration: %v", err)
+	}
+	fake := strings.ReplaceAll(string(real), "CONFIG_VXLAN=y", "# CONFIG_VXLAN is not set")
+	fake = strings.ReplaceAll(fake, "CONFIG_VXLAN=m", "# CONFIG_VXLAN is not set")
+	writeTestFile(t, noVXLAN, fake)
+
+	if out, err := exec.Command(kedgeBin, "check-config").CombinedOutput(); err != nil || strings.Contains(string(out), "missing") {
+		t.Fatalf("check-config on this machine: %v\n%s", err, out)
+	}
+	out, err := exec.Command(kedgeBin, "check-config", noVXLAN).CombinedOutput()
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("check-config without VXLAN exited %d:\n%s", code, out)
+	}
+	wantAll(t, string(out), "missing", "VXLAN", "CONFIG_VXLAN is not set")
+	if out, err := exec.Command(kedgeBin, "check-config", "--flannel-backend", "host-gw", noVXLAN).CombinedOutput(); err != nil {
+		t.Fatalf("check-config for host-gw needs no VXLAN: %v\n%s", err, out)
+	}
+
+	for _, role := range []string{"server", "agent"} {
+		d := filepath.Join(dir, role)
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := []string{role, "--config", filepath.Join(dir, "none.yaml"), "--data-dir", filepath.Join(d, "data"), "--run-dir", filepath.Join(d, "run")}
+		if role == "server" {
+			args = append(args, "--https-listen-port", strconv.Itoa(port), "--write-kubeconfig", filepath.Join(d, "kubeconfig.yaml"))
+		} else {
+			args = append(args, "--server", "https://127.0.0.1:"+strconv.Itoa(port), "--token", "x")
+		}
+		writeTestFile(t, filepath.Join(dir, "none.yaml"), "")
+		cmd := exec.Command(kedgeBin, args...)
+		cmd.Env = append(cleanEnv(), "KEDGE_KERNEL_CONFIG="+noVXLAN)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("kedge %s started on a kernel without VXLAN:\n%s", role, out)
+		}
+		wantAll(t, string(out), "VXLAN", "--flannel-backend vxlan", "kedge check-config")
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("kedge %s wrote %s before refusing the kernel", role, d)
+		}
+	}
+}
+
+// exitCode is a command's exit status (0 for success, -1 if it did not run).
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	return -1
 }

@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kedge-dev/kedge/pkg/kernel"
+)
+
+func newCheckConfigCommand(out io.Writer) *cobra.Command {
+	var backend string
+	cmd := &cobra.Command{
+		Use:   "check-config [KERNEL-CONFIG]",
+		Short: "Check that this kernel has what a kedge node needs, without starting anything",
+		Long: `check-config reads the kernel's build configuration (/proc/config.gz or
+/boot/config-<release>; or KERNEL-CONFIG, or $` + kernel.ConfigEnv + `) and lists
+each feature a kedge node needs: namespaces, cgroups, overlayfs, bridge,
+veth, netfilter and the iptables matches kube-proxy uses, and VXLAN for
+--flannel-backend vxlan. A feature built as a module counts when the
+module is loaded or installed under /lib/modules.
+
+kedge server and kedge agent run the same check before they write or
+start anything, and stop with the names of what is missing. It exits 1
+when something is missing; "unknown" (no configuration to read) does not
+fail.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !slices.Contains([]string{"vxlan", "host-gw", "none"}, backend) {
+				return fmt.Errorf("--flannel-backend: %q is not vxlan, host-gw or none", backend)
+			}
+			c := kernel.Checker{}
+			if len(args) == 1 {
+				c.Config = args[0]
+			}
+			r, err := c.Check(kernel.Needed(backend))
+			if err != nil {
+				return err
+			}
+			r.Write(out)
+			return r.Err()
+		},
+	}
+	cmd.Flags().StringVar(&backend, "flannel-backend", "vxlan", "the pod network backend to check for: vxlan, host-gw or none")
+	return cmd
+}
