@@ -86,10 +86,7 @@ are within 120 days of expiry (at start and daily while running); it warns
 		Short: "Remove leaf certificates (all, or --service) so kedge reissues them at its next start (stop kedge first)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := loadToolConfig(cmd, &cfg); err != nil {
-				return err
-			}
-			if err := stopped(cfg); err != nil {
+			if err := loadStopped(cmd, &cfg); err != nil {
 				return err
 			}
 			names := services
@@ -160,10 +157,7 @@ etcd, a server started with --server takes them from the server it joins,
 or run rotate-ca --path <the first server's TLS dir> on it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := loadToolConfig(cmd, &cfg); err != nil {
-				return err
-			}
-			if err := stopped(cfg); err != nil {
+			if err := loadStopped(cmd, &cfg); err != nil {
 				return err
 			}
 			caOpts.Dir = datadir.Layout{Root: cfg.DataDir}.TLSDir()
@@ -189,9 +183,12 @@ or run rotate-ca --path <the first server's TLS dir> on it.`,
 	return cmd
 }
 
-// stopped refuses while kedge runs on this data dir: it would keep using,
-// and rewrite, the files being replaced.
-func stopped(cfg config.Config) error {
+// loadStopped loads the tool's configuration and refuses while kedge runs
+// on it: kedge would keep using, and rewrite, the files being replaced.
+func loadStopped(cmd *cobra.Command, cfg *config.Config) error {
+	if err := loadToolConfig(cmd, cfg); err != nil {
+		return err
+	}
 	for _, role := range []string{"kedge", "kedge-agent"} {
 		if pid, ok := datadir.Running(cfg.RunDir, role); ok {
 			return fmt.Errorf("kedge is running (pid %d): stop it, rotate, then start it", pid)

@@ -200,10 +200,11 @@ type Remote struct {
 	Log          *slog.Logger
 
 	client *http.Client
-	// reissue holds the kinds still to be signed again because the
-	// server's CA changed since the last join (kedge certificate
-	// rotate-ca): their certificates come from the old CA.
-	reissue map[string]bool
+	// caChanged: the server's CA changed since the last join (kedge
+	// certificate rotate-ca), so every certificate is signed again once
+	// (reissued) even if it still verifies through the old CA.
+	caChanged bool
+	reissued  map[string]bool
 }
 
 // ServerCACert and ClientCACert are the CA files Bootstrap writes.
@@ -229,10 +230,7 @@ func (r *Remote) Bootstrap(ctx context.Context) error {
 			}
 			if kept, err := os.ReadFile(r.ServerCACert()); err == nil && !bytes.Equal(kept, ca) {
 				r.Log.Info("the server's CA changed since the last join: taking new node certificates")
-				r.reissue = map[string]bool{}
-				for _, k := range []string{KindKubelet, KindKubeletServing, KindKubeProxy, KindFlannel, KindServiceLB, KindLocalStorage} {
-					r.reissue[k] = true
-				}
+				r.caChanged = true
 			}
 			return datadir.WriteFileAtomic(r.ServerCACert(), ca, 0o600)
 		}
@@ -314,7 +312,7 @@ func (r *Remote) Issue(kind, certPath, keyPath string, sans []string) error {
 	if client {
 		ca = r.ClientCACert()
 	}
-	if pki.NeedsCert(ca, certPath, keyPath, leaf) == "" && !r.reissue[kind] {
+	if pki.NeedsCert(ca, certPath, keyPath, leaf) == "" && (!r.caChanged || r.reissued[kind]) {
 		return nil
 	}
 	if r.client == nil {
@@ -350,6 +348,11 @@ func (r *Remote) Issue(kind, certPath, keyPath string, sans []string) error {
 	if err := pki.WriteCert(certPath, keyPath, []byte(out.Cert)); err != nil {
 		return err
 	}
-	delete(r.reissue, kind)
+	if r.caChanged {
+		if r.reissued == nil {
+			r.reissued = map[string]bool{}
+		}
+		r.reissued[kind] = true
+	}
 	return nil
 }

@@ -139,9 +139,10 @@ func EnsureServerToken(path string, ca []byte, given string) (Token, error) {
 // (user "node"), or leaves none; a later start with another one replaces
 // it: agents that joined keep their certificates.
 func EnsureAgentToken(path string, ca []byte, given string) error {
+	caHash := pki.HashOf(ca)
 	if given == "" {
-		if old, err := ReadToken(path); err == nil && old.CAHash != pki.HashOf(ca) && pki.PinnedBy(ca, old.CAHash) {
-			old.CAHash = pki.HashOf(ca) // the CA rotated
+		if old, err := ReadToken(path); err == nil && old.CAHash != caHash && pki.PinnedBy(ca, old.CAHash) {
+			old.CAHash = caHash // the CA rotated
 			return datadir.WriteFileAtomic(path, []byte(old.String()+"\n"), 0o600)
 		}
 		return nil
@@ -153,7 +154,7 @@ func EnsureAgentToken(path string, ca []byte, given string) error {
 	if t.CAHash != "" && !pki.PinnedBy(ca, t.CAHash) {
 		return errors.New("--agent-token: its CA hash does not match this server's CA")
 	}
-	t = Token{CAHash: pki.HashOf(ca), Username: "node", Secret: t.Secret}
+	t = Token{CAHash: caHash, Username: "node", Secret: t.Secret}
 	if old, err := ReadToken(path); err == nil && old == t {
 		return nil
 	}

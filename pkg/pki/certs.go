@@ -261,9 +261,13 @@ func ensureCA(certPath, keyPath, cnPrefix string) (*authority, error) {
 // loadCA reads a CA cert/key pair and checks they belong together and that
 // the cert may sign; used both by Ensure and by the Issue* functions.
 func loadCA(certPath, keyPath string) (*authority, error) {
-	cert, err := readCert("CA cert", certPath)
+	data, err := os.ReadFile(certPath)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read CA cert %s: %w", certPath, err)
+	}
+	cert, err := parseCertPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse CA cert %s: %w", certPath, err)
 	}
 	if !cert.IsCA {
 		return nil, fmt.Errorf("CA cert %s is not a CA certificate", certPath)
@@ -274,10 +278,6 @@ func loadCA(certPath, keyPath string) (*authority, error) {
 	}
 	if !keyMatches(cert, key) {
 		return nil, fmt.Errorf("CA key %s does not match CA cert %s", keyPath, certPath)
-	}
-	data, err := os.ReadFile(certPath)
-	if err != nil {
-		return nil, err
 	}
 	return &authority{cert: cert, key: key, chain: chainOf(data)}, nil
 }

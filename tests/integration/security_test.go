@@ -193,16 +193,7 @@ func TestZZZZZZNodeIdentityAndTokens(t *testing.T) {
 		t.Fatalf("agent token %q", agentToken)
 	}
 	k := func(args ...string) (string, error) { return kubectlRunIn(s.netns, s.kubeconfig, "", args...) }
-	nodeReady := func(name string) {
-		t.Helper()
-		eventually(t, 3*time.Minute, "node "+name+" Ready", func() error {
-			out, _ := k("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-			if out != "True" {
-				return fmt.Errorf("Ready=%q", out)
-			}
-			return nil
-		})
-	}
+	nodeReady := func(name string) { t.Helper(); waitNodeReady(t, s, name) }
 
 	// The agent token joins an agent...
 	a := joinAgent(t, h.hosts[1], h.ip(2), url, agentToken, "edge")
@@ -306,16 +297,7 @@ func TestZZZZZZCARotation(t *testing.T) {
 	tlsDir := filepath.Join(s.dataDir(), "server", "tls")
 	oldCA := mustRead(t, filepath.Join(tlsDir, "server-ca.crt"))
 	k := func(args ...string) (string, error) { return kubectlRunIn(s.netns, s.kubeconfig, "", args...) }
-	ready := func(name string) {
-		t.Helper()
-		eventually(t, 3*time.Minute, "node "+name+" Ready", func() error {
-			out, _ := k("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-			if out != "True" {
-				return fmt.Errorf("Ready=%q", out)
-			}
-			return nil
-		})
-	}
+	ready := func(name string) { t.Helper(); waitNodeReady(t, s, name) }
 	a := joinAgentWith(t, h.hosts[1], h.ip(2), url, token, "edge", []string{"hello-v1.tar"})
 	ready("edge")
 	if out, err := kubectlRunIn(s.netns, s.kubeconfig, `apiVersion: v1
@@ -428,6 +410,19 @@ spec:
 		out, err := k("logs", "steady")
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+}
+
+// waitNodeReady waits up to 3 minutes for node name to be Ready, as the
+// server s sees it.
+func waitNodeReady(t *testing.T, s *node, name string) {
+	t.Helper()
+	eventually(t, 3*time.Minute, "node "+name+" Ready", func() error {
+		out, _ := kubectlRunIn(s.netns, s.kubeconfig, "", "get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if out != "True" {
+			return fmt.Errorf("Ready=%q", out)
 		}
 		return nil
 	})

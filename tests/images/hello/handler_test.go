@@ -119,12 +119,16 @@ func TestUDPEchoAndProbe(t *testing.T) {
 	for i := 0; i < 20; i++ { // the server may not be listening yet
 		conn.Write([]byte("hi"))
 		conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if n, err := conn.Read(buf); err == nil {
+		n, err := conn.Read(buf)
+		if err == nil {
 			if got := string(buf[:n]); got != "udp pod-a: hi" {
 				t.Fatalf("answer %q", got)
 			}
 			return
 		}
+		// Before the server listens, the read fails at once (connection
+		// refused) instead of waiting out the deadline.
+		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("no UDP answer")
 }
