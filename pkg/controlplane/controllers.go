@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 
+	"k8s.io/component-base/configz"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 
@@ -63,7 +64,13 @@ func (c *ControllerManager) Start(ctx context.Context) error {
 
 func (c *ControllerManager) Ready(ctx context.Context) error { return c.probe.Get(ctx, "/healthz") }
 
-func (c *ControllerManager) Stop() error { return stopAndWait(c.cancel, c.done) }
+// Stop stops it and frees its /configz name, so that it can start again
+// in this process (a server that lost its Lease and won it back).
+func (c *ControllerManager) Stop() error {
+	err := stopAndWait(c.cancel, c.done)
+	configz.Delete(kcmapp.ConfigzName)
+	return err
+}
 
 // Scheduler runs kube-scheduler in-process.
 type Scheduler struct {
@@ -110,7 +117,13 @@ func (s *Scheduler) Start(ctx context.Context) error {
 
 func (s *Scheduler) Ready(ctx context.Context) error { return s.probe.Get(ctx, "/healthz") }
 
-func (s *Scheduler) Stop() error { return stopAndWait(s.cancel, s.done) }
+// Stop stops it and frees its /configz name, as the controller
+// manager's Stop does.
+func (s *Scheduler) Stop() error {
+	err := stopAndWait(s.cancel, s.done)
+	configz.Delete("componentconfig")
+	return err
+}
 
 // loopbackHealth opens a listener on a free loopback port for a
 // component's secure port, and a probe for its (self-signed) health path.

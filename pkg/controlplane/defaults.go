@@ -20,8 +20,6 @@ type Params struct {
 	// kedge's etcd client certificate.
 	EtcdTLS          bool
 	AdvertiseAddress string
-	// LeaderElect: more than one server may run the controllers.
-	LeaderElect bool
 	// EncryptionConfig, if the file exists, encrypts Secrets at rest.
 	EncryptionConfig string
 	// PodSecurityConfig and AuditPolicy are from Policies.
@@ -103,15 +101,17 @@ func APIServerArgs(p Params) (Args, error) {
 }
 
 // ControllerManagerArgs are kedge's defaults for kube-controller-manager:
-// node IPAM on, every signer backed by kedge's CAs, leader election only
-// when more than one server can run (one server on SQLite needs none).
+// node IPAM on, every signer backed by kedge's CAs. Its own leader
+// election is off: with more than one server, kedge runs it under a Lease
+// (pkg/leader), because upstream's election ends the process when it stops
+// or loses the lease.
 func ControllerManagerArgs(p Params) (Args, error) {
 	c := p.Config
 	a := Args{
 		"kubeconfig":                                      p.ControllerKubeconfig,
 		"authentication-kubeconfig":                       p.ControllerKubeconfig,
 		"authorization-kubeconfig":                        p.ControllerKubeconfig,
-		"leader-elect":                                    strconv.FormatBool(p.LeaderElect),
+		"leader-elect":                                    "false",
 		"allocate-node-cidrs":                             "true",
 		"cluster-cidr":                                    c.ClusterCIDR,
 		"service-cluster-ip-range":                        c.ServiceCIDR,
@@ -132,13 +132,14 @@ func ControllerManagerArgs(p Params) (Args, error) {
 	return a, a.Override(c.KubeControllerManagerArgs)
 }
 
-// SchedulerArgs are kedge's defaults for kube-scheduler.
+// SchedulerArgs are kedge's defaults for kube-scheduler; like the
+// controller manager's, its election is kedge's.
 func SchedulerArgs(p Params) (Args, error) {
 	a := Args{
 		"kubeconfig":                p.SchedulerKubeconfig,
 		"authentication-kubeconfig": p.SchedulerKubeconfig,
 		"authorization-kubeconfig":  p.SchedulerKubeconfig,
-		"leader-elect":              strconv.FormatBool(p.LeaderElect),
+		"leader-elect":              "false",
 		"profiling":                 "false",
 	}
 	return a, a.Override(p.Config.KubeSchedulerArgs)

@@ -122,6 +122,10 @@ func (m *Etcd) config() (*embed.Config, error) {
 	// Fewer, later snapshots of the raft log: fewer writes on flash. The
 	// apiserver compacts the keyspace itself every 5 minutes.
 	cfg.SnapshotCount = 10000
+	// k3s's timings, not etcd's 100 ms / 1 s: an SD card's fsync or a
+	// busy 2-core board stalls a member for more than a second, and with
+	// two voters (while a third joins) one stall costs the leader.
+	cfg.TickMs, cfg.ElectionMs = 500, 5000
 	cfg.Metrics = "basic"
 	cfg.ListenMetricsUrls = nil
 	min := zapcore.WarnLevel

@@ -1,7 +1,9 @@
-// Package leader runs components only on the server that holds a Lease:
-// kedge's cluster-wide controllers (add-ons, servicelb, ingress, HelmChart)
-// when more than one server can run. The others wait, ready, and take
-// over within the lease duration when the leader goes.
+// Package leader runs components only on the server that holds a Lease,
+// when more than one server can run: kube-controller-manager, kube-scheduler
+// and kedge's cluster-wide controllers (add-ons, servicelb, ingress,
+// HelmChart), each group under its own Lease. The others wait, ready, and
+// take over within the lease duration when the leader goes. A server that
+// loses its Lease stops the group and runs for it again.
 package leader
 
 import (
@@ -75,11 +77,11 @@ func (e *Elected) Start(ctx context.Context) error {
 // lead runs the components until leadership ends (lctx) and stops them.
 // A component failing fails kedge, as it would without election.
 func (e *Elected) lead(outer, lctx context.Context) {
-	e.Log.Info("leading: starting the cluster-wide controllers", "lease", e.Lease)
+	e.Log.Info("leading: starting", "lease", e.Lease)
 	if err := component.NewRunner(e.Log).Run(lctx, e.Components, nil); err != nil {
 		component.Fail(outer, fmt.Errorf("%s: %w", e.Lease, err))
 	}
-	e.Log.Info("no longer leading: cluster-wide controllers stopped", "lease", e.Lease)
+	e.Log.Info("no longer leading: stopped", "lease", e.Lease)
 }
 
 // Ready: a follower is ready too.

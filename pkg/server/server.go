@@ -34,6 +34,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/frontend"
 	"github.com/kedge-dev/kedge/pkg/join"
 	"github.com/kedge-dev/kedge/pkg/kernel"
+	"github.com/kedge-dev/kedge/pkg/leader"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/sdnotify"
 	"github.com/kedge-dev/kedge/pkg/secretsencrypt"
@@ -157,7 +158,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		TLS:                  tlsFiles,
 		EtcdTLS:              etcdTLS,
 		AdvertiseAddress:     advertise.String(),
-		LeaderElect:          ha,
 		EncryptionConfig:     secretsencrypt.File(layout.Server()),
 		PodSecurityConfig:    psa,
 		AuditPolicy:          audit,
@@ -213,11 +213,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return datastoreClient(tlsFiles, endpoints(), etcdTLS)
 		}, ServerDir: layout.Server(), Secret: secret, Legacy: legacy, Log: log.With("component", "secrets-encryption")})
 	}
-	components = append(components,
-		apiserver,
+	controllers := []component.Component{
 		&controlplane.ControllerManager{Args: kcmArgs, Log: log.With("component", "kube-controller-manager")},
 		&controlplane.Scheduler{Args: schedArgs, Log: log.With("component", "kube-scheduler")},
-	)
+	}
+	if ha {
+		// Upstream's own election ends the process when the component
+		// stops or loses its Lease; kedge's stops and restarts it instead.
+		for i, c := range controllers {
+			controllers[i] = &leader.Elected{Config: supervisor, Lease: c.Name(), Identity: nodeName,
+				Components: []component.Component{c}, Log: log.With("component", "leader")}
+		}
+	}
+	components = append(append(components, apiserver), controllers...)
 	components = append(components, &pki.Renewer{Ensure: ensure, Dirs: []string{layout.TLSDir()}, Log: log.With("component", "certificates")})
 	if !cfg.DisableAgent {
 		components = append(components, &join.LocalNode{Store: store, Node: nodeName, AgentDir: layout.Agent()})

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -197,6 +198,7 @@ func TestZZZZZZMigrationAndSnapshots(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.dataDir(), "server", "db", "state.db.migrated-to-etcd")); err != nil {
 		t.Errorf("the SQLite backup: %v", err)
 	}
+	lostLease(t, n)
 
 	out, err := kedgeIn(n, "etcd-snapshot", "save", "--name", "test")
 	if err != nil {
@@ -211,6 +213,10 @@ func TestZZZZZZMigrationAndSnapshots(t *testing.T) {
 	}
 	if err := n.stop(); err != nil {
 		t.Fatal(err)
+	}
+	// Every component stopped, down to etcd: none ended the process.
+	if log := n.logTail(80); !strings.Contains(log, "msg=stopped component=etcd ") {
+		t.Errorf("kedge on etcd did not stop etcd:\n%s", log)
 	}
 	etcdDir := filepath.Join(n.dataDir(), "server", "db", "etcd")
 	for name, c := range map[string]struct{ path, want string }{
@@ -238,6 +244,64 @@ func TestZZZZZZMigrationAndSnapshots(t *testing.T) {
 	}
 	if out, err := kedgeIn(n, "etcd-snapshot", "delete", filepath.Base(snap)); err != nil {
 		t.Fatalf("etcd-snapshot delete: %v\n%s", err, out)
+	}
+}
+
+// lostLease: on etcd, kedge runs the controller manager and the scheduler
+// under Leases. Another holder takes both; kedge stops them without
+// exiting, and runs them again once that holder's Lease expires.
+func lostLease(t *testing.T, n *node) {
+	t.Helper()
+	k := func(args ...string) (string, error) { return kubectlRunIn(n.netns, n.kubeconfig, "", args...) }
+	leases := []string{"kube-controller-manager", "kube-scheduler"}
+	for _, l := range leases {
+		eventually(t, time.Minute, l+" leads", func() error {
+			if out, _ := k("-n", "kube-system", "get", "lease", l, "-o", "jsonpath={.spec.holderIdentity}"); out != n.hostname {
+				return fmt.Errorf("holder %q", out)
+			}
+			return nil
+		})
+		now := time.Now().UTC().Format("2006-01-02T15:04:05.000000Z")
+		patch := fmt.Sprintf(`{"spec":{"holderIdentity":"intruder","leaseDurationSeconds":20,"acquireTime":%q,"renewTime":%q}}`, now, now)
+		if out, err := k("-n", "kube-system", "patch", "lease", l, "--type=merge", "-p", patch); err != nil {
+			t.Fatalf("take the %s Lease: %v %s", l, err, out)
+		}
+	}
+	for _, l := range leases {
+		eventually(t, time.Minute, l+" stopped", func() error {
+			if !strings.Contains(n.logTail(400), `msg="no longer leading: stopped" component=leader lease=`+l) {
+				return errors.New("the log does not say so")
+			}
+			return nil
+		})
+	}
+	select {
+	case <-n.exited:
+		t.Fatalf("kedge exited when it lost its Leases:\n%s", n.logTail(40))
+	default:
+	}
+	for _, l := range leases {
+		eventually(t, time.Minute, l+" leads again", func() error {
+			if out, _ := k("-n", "kube-system", "get", "lease", l, "-o", "jsonpath={.spec.holderIdentity}"); out != n.hostname {
+				return fmt.Errorf("holder %q", out)
+			}
+			return nil
+		})
+	}
+	// Both work again: the controller manager makes the Deployment's pod
+	// and the scheduler reports it has no node for it (no agent here).
+	if _, err := k("create", "deployment", "after-lease", "--image=kedge.test/hello:v1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the pod is made and the scheduler has looked at it", func() error {
+		out, _ := k("get", "events", "--field-selector", "reason=FailedScheduling", "-o", "jsonpath={.items[*].involvedObject.name}")
+		if !strings.Contains(out, "after-lease-") {
+			return fmt.Errorf("FailedScheduling events for %q", out)
+		}
+		return nil
+	})
+	if _, err := k("delete", "deployment", "after-lease"); err != nil {
+		t.Fatal(err)
 	}
 }
 

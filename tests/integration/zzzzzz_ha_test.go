@@ -240,11 +240,11 @@ spec:
 		return nil
 	})
 
-	// Which server's controller manager leads (identity: its host name).
+	// Which server's controller manager leads (identity: its node name).
 	holder, _ := kubectl("-n", "kube-system", "get", "lease", "kube-controller-manager", "-o", "jsonpath={.spec.holderIdentity}")
 	var leader *node
 	for _, s := range servers {
-		if strings.HasPrefix(holder, s.hostname+"_") {
+		if holder == s.hostname {
 			leader = s
 		}
 	}
