@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,14 +34,24 @@ type Elected struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+	// leading is held while the group runs. client-go returns from an
+	// election before the group has stopped: the next term, and Stop,
+	// wait for it.
+	leading sync.Mutex
+	// client, if set, is used instead of one made from Config (tests).
+	client kubernetes.Interface
 }
 
 func (e *Elected) Name() string { return "leader-election(" + e.Lease + ")" }
 
 func (e *Elected) Start(ctx context.Context) error {
-	client, err := kubernetes.NewForConfig(e.Config)
-	if err != nil {
-		return err
+	client := e.client
+	if client == nil {
+		c, err := kubernetes.NewForConfig(e.Config)
+		if err != nil {
+			return err
+		}
+		client = c
 	}
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: "kube-system", Name: e.Lease},
@@ -52,7 +63,8 @@ func (e *Elected) Start(ctx context.Context) error {
 	go func() {
 		defer close(e.done)
 		for runCtx.Err() == nil {
-			leaderelection.RunOrDie(runCtx, leaderelection.LeaderElectionConfig{
+			termCtx, giveUp := context.WithCancel(runCtx)
+			leaderelection.RunOrDie(termCtx, leaderelection.LeaderElectionConfig{
 				Lock:            lock,
 				LeaseDuration:   15 * time.Second,
 				RenewDeadline:   10 * time.Second,
@@ -60,7 +72,11 @@ func (e *Elected) Start(ctx context.Context) error {
 				ReleaseOnCancel: true,
 				Name:            e.Lease,
 				Callbacks: leaderelection.LeaderCallbacks{
-					OnStartedLeading: func(lctx context.Context) { e.lead(ctx, lctx) },
+					OnStartedLeading: func(lctx context.Context) {
+						if !e.lead(ctx, lctx) {
+							giveUp()
+						}
+					},
 					OnStoppedLeading: func() {},
 					OnNewLeader: func(id string) {
 						if id != e.Identity {
@@ -69,19 +85,47 @@ func (e *Elected) Start(ctx context.Context) error {
 					},
 				},
 			})
+			if termCtx.Err() != nil && runCtx.Err() == nil {
+				// The group failed: another server may take the Lease
+				// before this one runs for it again.
+				select {
+				case <-runCtx.Done():
+				case <-time.After(retryDelay):
+				}
+			}
+			giveUp()
 		}
 	}()
 	return nil
 }
 
+// retryDelay is how long a server whose group failed waits before it runs
+// for the Lease again.
+const retryDelay = 5 * time.Second
+
 // lead runs the components until leadership ends (lctx) and stops them.
-// A component failing fails kedge, as it would without election.
-func (e *Elected) lead(outer, lctx context.Context) {
-	e.Log.Info("leading: starting", "lease", e.Lease)
-	if err := component.NewRunner(e.Log).Run(lctx, e.Components, nil); err != nil {
-		component.Fail(outer, fmt.Errorf("%s: %w", e.Lease, err))
+// A group that fails to start fails kedge, as it would without election:
+// that is its configuration. One that fails once running (its datastore
+// timed out, say) is stopped, and lead returns false: the server gives
+// up the Lease and runs for it again, and stays up.
+func (e *Elected) lead(outer, lctx context.Context) bool {
+	e.leading.Lock()
+	defer e.leading.Unlock()
+	if lctx.Err() != nil {
+		return true
 	}
-	e.Log.Info("no longer leading: stopped", "lease", e.Lease)
+	e.Log.Info("leading: starting", "lease", e.Lease)
+	running := false
+	err := component.NewRunner(e.Log).Run(lctx, e.Components, func() { running = true })
+	switch {
+	case err == nil:
+		e.Log.Info("no longer leading: stopped", "lease", e.Lease)
+	case !running:
+		component.Fail(outer, fmt.Errorf("%s: %w", e.Lease, err))
+	default:
+		e.Log.Error("failed while leading: stopped; giving up the Lease and running for it again", "lease", e.Lease, "err", err)
+	}
+	return err == nil
 }
 
 // Ready: a follower is ready too.
@@ -92,8 +136,16 @@ func (e *Elected) Stop() error {
 		return nil
 	}
 	e.cancel()
+	stopped := make(chan struct{})
+	go func() {
+		<-e.done
+		// The last term's group has stopped once its lock is free.
+		e.leading.Lock()
+		e.leading.Unlock() //nolint:staticcheck // an empty section: a wait, not a guard
+		close(stopped)
+	}()
 	select {
-	case <-e.done:
+	case <-stopped:
 		return nil
 	case <-time.After(40 * time.Second):
 		return fmt.Errorf("%s: controllers did not stop within 40s", e.Lease)
