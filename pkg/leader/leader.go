@@ -35,8 +35,8 @@ type Elected struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	// leading is held while the group runs. client-go returns from an
-	// election before the group has stopped: the next term, and Stop,
-	// wait for it.
+	// election before the group has stopped: the next term, and the end
+	// of the election loop (so Stop), wait for it.
 	leading sync.Mutex
 	// client, if set, is used instead of one made from Config (tests).
 	client kubernetes.Interface
@@ -95,6 +95,9 @@ func (e *Elected) Start(ctx context.Context) error {
 			}
 			giveUp()
 		}
+		// client-go returns before the group it started has stopped.
+		e.leading.Lock()
+		e.leading.Unlock() //nolint:staticcheck // an empty section: a wait, not a guard
 	}()
 	return nil
 }
@@ -136,16 +139,8 @@ func (e *Elected) Stop() error {
 		return nil
 	}
 	e.cancel()
-	stopped := make(chan struct{})
-	go func() {
-		<-e.done
-		// The last term's group has stopped once its lock is free.
-		e.leading.Lock()
-		e.leading.Unlock() //nolint:staticcheck // an empty section: a wait, not a guard
-		close(stopped)
-	}()
 	select {
-	case <-stopped:
+	case <-e.done:
 		return nil
 	case <-time.After(40 * time.Second):
 		return fmt.Errorf("%s: controllers did not stop within 40s", e.Lease)

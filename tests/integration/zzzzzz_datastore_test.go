@@ -254,13 +254,16 @@ func lostLease(t *testing.T, n *node) {
 	t.Helper()
 	k := func(args ...string) (string, error) { return kubectlRunIn(n.netns, n.kubeconfig, "", args...) }
 	leases := []string{"kube-controller-manager", "kube-scheduler"}
-	for _, l := range leases {
-		eventually(t, time.Minute, l+" leads", func() error {
+	held := func(l, what string) {
+		eventually(t, time.Minute, l+what, func() error {
 			if out, _ := k("-n", "kube-system", "get", "lease", l, "-o", "jsonpath={.spec.holderIdentity}"); out != n.hostname {
 				return fmt.Errorf("holder %q", out)
 			}
 			return nil
 		})
+	}
+	for _, l := range leases {
+		held(l, " leads")
 		now := time.Now().UTC().Format("2006-01-02T15:04:05.000000Z")
 		patch := fmt.Sprintf(`{"spec":{"holderIdentity":"intruder","leaseDurationSeconds":20,"acquireTime":%q,"renewTime":%q}}`, now, now)
 		if out, err := k("-n", "kube-system", "patch", "lease", l, "--type=merge", "-p", patch); err != nil {
@@ -281,12 +284,7 @@ func lostLease(t *testing.T, n *node) {
 	default:
 	}
 	for _, l := range leases {
-		eventually(t, time.Minute, l+" leads again", func() error {
-			if out, _ := k("-n", "kube-system", "get", "lease", l, "-o", "jsonpath={.spec.holderIdentity}"); out != n.hostname {
-				return fmt.Errorf("holder %q", out)
-			}
-			return nil
-		})
+		held(l, " leads again")
 	}
 	// Both work again: the controller manager makes the Deployment's pod
 	// and the scheduler reports it has no node for it (no agent here).
