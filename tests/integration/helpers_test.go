@@ -78,15 +78,19 @@ func workerVariant(tag string) (v1.Image, error) {
 	return mutate.ConfigFile(base, cfg)
 }
 
-// waitProxied waits until kube-proxy has programmed the Service address ip
-// on this host (iptables or nftables). Until then a packet to ip would
-// follow the default route off the machine, which tests must never cause.
+// waitProxied waits until kube-proxy forwards the Service address ip to
+// an endpoint on this host (iptables or nftables). Until then a packet to
+// ip is rejected or follows the default route off the machine, which
+// tests must never cause. Only the forwarding rules count: kube-proxy's
+// iptables nat table and its nftables service-ips map hold ip only once
+// it has an endpoint; its REJECT rule for an address without one lives
+// elsewhere (and iptables-nft shows it in "nft list ruleset" too).
 func waitProxied(t *testing.T, ip string) {
 	t.Helper()
-	eventually(t, 60*time.Second, "kube-proxy programs "+ip, func() error {
+	eventually(t, 60*time.Second, "kube-proxy forwards "+ip+" to an endpoint", func() error {
 		ipt, _ := exec.Command("iptables-save", "-t", "nat").Output()
-		nft, _ := exec.Command("nft", "list", "ruleset").Output()
-		if strings.Contains(string(ipt), ip+"/32") || strings.Contains(string(nft), ip) {
+		nft, _ := exec.Command("nft", "list", "map", "ip", "kube-proxy", "service-ips").Output()
+		if strings.Contains(string(ipt), ip+"/32") || strings.Contains(string(nft), ip+" ") {
 			return nil
 		}
 		return fmt.Errorf("no rule for %s yet", ip)
