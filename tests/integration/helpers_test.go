@@ -87,9 +87,16 @@ func workerVariant(tag string) (v1.Image, error) {
 // elsewhere (and iptables-nft shows it in "nft list ruleset" too).
 func waitProxied(t *testing.T, ip string) {
 	t.Helper()
-	eventually(t, 60*time.Second, "kube-proxy forwards "+ip+" to an endpoint", func() error {
-		ipt, _ := exec.Command("iptables-save", "-t", "nat").Output()
-		nft, _ := exec.Command("nft", "list", "map", "ip", "kube-proxy", "service-ips").Output()
+	waitRule(t, "kube-proxy forwards "+ip+" to an endpoint", ip, "nat", "list", "map", "ip", "kube-proxy", "service-ips")
+}
+
+// waitRule waits until kube-proxy has a rule for ip in the iptables table
+// or in what "nft nftArgs..." lists.
+func waitRule(t *testing.T, what, ip, table string, nftArgs ...string) {
+	t.Helper()
+	eventually(t, 60*time.Second, what, func() error {
+		ipt, _ := exec.Command("iptables-save", "-t", table).Output()
+		nft, _ := exec.Command("nft", nftArgs...).Output()
 		if strings.Contains(string(ipt), ip+"/32") || strings.Contains(string(nft), ip+" ") {
 			return nil
 		}

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,14 +13,7 @@ import (
 // can leave the host.
 func waitRejected(t *testing.T, ip string) {
 	t.Helper()
-	eventually(t, 60*time.Second, "kube-proxy rejects "+ip+" while it has no endpoint", func() error {
-		ipt, _ := exec.Command("iptables-save", "-t", "filter").Output()
-		nft, _ := exec.Command("nft", "list", "ruleset").Output()
-		if strings.Contains(string(ipt), ip+"/32") || strings.Contains(string(nft), ip) {
-			return nil
-		}
-		return fmt.Errorf("no rule for %s yet", ip)
-	})
+	waitRule(t, "kube-proxy rejects "+ip+" while it has no endpoint", ip, "filter", "list", "ruleset")
 }
 
 var probeLine = regexp.MustCompile(`probe \d+ at ([0-9.]+)s: answer "udp ([^:]+): `)
