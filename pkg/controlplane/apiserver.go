@@ -122,6 +122,19 @@ func (a *APIServer) Ready(ctx context.Context) error { return a.Probe.Get(ctx, "
 
 func (a *APIServer) Stop() error { return stopAndWait(a.cancel, a.done) }
 
+// Serving reports whether the apiserver runs: started, and not stopped.
+func (a *APIServer) Serving() bool {
+	if a.done == nil {
+		return false
+	}
+	select {
+	case <-a.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // localResolver resolves kedge's in-process Services, then asks next.
 type localResolver struct {
 	local map[string]*url.URL

@@ -55,7 +55,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return fmt.Errorf("listen on %s (--bind-address, --https-listen-port): %w", addr, err)
 	}
-	defer ln.Close()
+	// The apiserver serves on the listener once it runs, and closes it as
+	// it stops; closing it under one that did not stop in time would make
+	// it panic, so the way out closes it only when none serves on it.
+	var apiserver *lazyAPIServer
+	defer func() {
+		if apiserver == nil || !apiserver.Serving() {
+			ln.Close()
+		}
+	}()
 
 	if err := controlplane.CheckUserArgs(cfg); err != nil {
 		return err
@@ -180,7 +188,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	// The apiserver's flags need the datastore's endpoints, known once it
 	// started.
-	apiserver := &lazyAPIServer{
+	apiserver = &lazyAPIServer{
 		APIServer: controlplane.APIServer{
 			Listener: ln,
 			Wrap:     frontend.Wrap(frontend.Options{ServerCAFile: tlsFiles.ServerCACert, Join: joinMux, StaticDir: filepath.Dir(layout.StaticChartsDir())}),

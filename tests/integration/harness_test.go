@@ -121,7 +121,7 @@ func run(m *testing.M) int {
 		code = 1
 	}
 	if code != 0 {
-		fmt.Fprintf(os.Stderr, "--- shared node log (tail) ---\n%s", shared.logTail(80))
+		fmt.Fprintf(os.Stderr, "--- shared node log ---\n%s", shared.report(80))
 	} else {
 		os.RemoveAll(dir)
 	}
@@ -327,6 +327,25 @@ func (n *node) stop() error { return n.signalAndWait(syscall.SIGTERM, time.Minut
 // kill stops kedge with SIGKILL, as a crash would.
 func (n *node) kill() { _ = n.signalAndWait(syscall.SIGKILL, 30*time.Second) }
 
+// report is what a failed test prints of a node's log: first the lines
+// that say why it stopped (kedge's stop reason, a stop that timed out, a
+// panic's first line), which a long stack trace would push out of the
+// tail, then the tail.
+func (n *node) report(lines int) string {
+	data, _ := os.ReadFile(n.logFile())
+	var why []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "msg=stopping") || strings.Contains(l, "stop timed out") || strings.Contains(l, "Observed a panic") ||
+			strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") {
+			why = append(why, l)
+		}
+	}
+	if len(why) > 10 {
+		why = why[:10]
+	}
+	return fmt.Sprintf("why it stopped:\n%s\n... tail:\n%s", strings.Join(why, "\n"), n.logTail(lines))
+}
+
 func (n *node) logTail(lines int) string {
 	data, _ := os.ReadFile(n.logFile())
 	all := strings.Split(string(data), "\n")
@@ -430,7 +449,7 @@ func ownNode(t *testing.T, extra ...string) *node {
 		if n != nil {
 			n.stop()
 			if t.Failed() {
-				t.Logf("--- kedge log (tail) ---\n%s", n.logTail(60))
+				t.Logf("--- kedge log ---\n%s", n.report(60))
 			}
 		}
 	})

@@ -123,7 +123,7 @@ func TestZZZZYServiceLB(t *testing.T) {
 			t.Errorf("kedge-killall.sh on the servicelb node: %v\n%s", err, out)
 		}
 		if t.Failed() {
-			t.Logf("--- servicelb node log ---\n%s", n.logTail(100))
+			t.Logf("--- servicelb node log ---\n%s", n.report(100))
 		}
 	})
 	startLBNode(t, n)

@@ -100,7 +100,7 @@ func twoNodes(t *testing.T, backend string) {
 			t.Errorf("kedge-killall.sh on node A: %v\n%s", err, out)
 		}
 		if t.Failed() {
-			t.Logf("--- node A log ---\n%s", a.logTail(80))
+			t.Logf("--- node A log ---\n%s", a.report(80))
 		}
 	})
 	if err := a.waitReady(3 * time.Minute); err != nil {
@@ -151,7 +151,7 @@ func twoNodes(t *testing.T, backend string) {
 			t.Errorf("kedge-killall.sh on node B: %v\n%s", err, out)
 		}
 		if t.Failed() {
-			t.Logf("--- node B log ---\n%s", b.logTail(80))
+			t.Logf("--- node B log ---\n%s", b.report(80))
 		}
 	})
 	eventually(t, 3*time.Minute, "both nodes Ready", func() error {

@@ -150,7 +150,7 @@ func TestZZZZZZAutonomy(t *testing.T) {
 				t.Errorf("kedge-killall.sh on %s: %v\n%s", name, err, out)
 			}
 			if t.Failed() {
-				t.Logf("--- %s log (tail) ---\n%s", name, a.logTail(80))
+				t.Logf("--- %s log ---\n%s", name, a.report(80))
 			}
 		})
 		return a

@@ -109,7 +109,7 @@ func haServer(t *testing.T, h haNet, i int, extra ...string) *node {
 	t.Cleanup(func() {
 		n.stop()
 		if t.Failed() {
-			t.Logf("--- %s log (tail) ---\n%s", name, n.logTail(60))
+			t.Logf("--- %s log ---\n%s", name, n.report(60))
 		}
 	})
 	return n
@@ -121,7 +121,7 @@ func (n *node) startReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := n.waitReady(3 * time.Minute); err != nil {
-		t.Fatalf("%s: %v\n%s", n.hostname, err, n.logTail(40))
+		t.Fatalf("%s: %v\n%s", n.hostname, err, n.report(40))
 	}
 }
 
@@ -200,7 +200,7 @@ func TestZZZZZZHighAvailability(t *testing.T) {
 			t.Errorf("kedge-killall.sh on the agent: %v\n%s", err, out)
 		}
 		if t.Failed() {
-			t.Logf("--- agent log (tail) ---\n%s", a.logTail(60))
+			t.Logf("--- agent log ---\n%s", a.report(60))
 		}
 	})
 	kubectl := func(args ...string) (string, error) { return kubectlRunIn(h.hosts[1], s2.kubeconfig, "", args...) }
