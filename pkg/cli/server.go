@@ -8,6 +8,7 @@ import (
 
 	"github.com/kedge-dev/kedge/pkg/config"
 	kedgelog "github.com/kedge-dev/kedge/pkg/log"
+	"github.com/kedge-dev/kedge/pkg/memlimit"
 	"github.com/kedge-dev/kedge/pkg/server"
 )
 
@@ -41,7 +42,8 @@ The admin kubeconfig is written to --write-kubeconfig (` + config.DefaultKubecon
 }
 
 // loadConfig completes cfg from the config file and environment, validates
-// it, and sets up logging: what every role does before it starts.
+// it, and sets up logging and the soft memory limit: what every role does
+// before it starts.
 func loadConfig(cmd *cobra.Command, cfg *config.Config, validate func() error) (*slog.Logger, error) {
 	if err := config.ApplySources(cmd.Flags(), os.Getenv); err != nil {
 		return nil, err
@@ -49,5 +51,7 @@ func loadConfig(cmd *cobra.Command, cfg *config.Config, validate func() error) (
 	if err := validate(); err != nil {
 		return nil, err
 	}
-	return kedgelog.Setup(os.Stderr, kedgelog.Options{Verbosity: cfg.Verbosity, JSON: cfg.LogJSON}), nil
+	log := kedgelog.Setup(os.Stderr, kedgelog.Options{Verbosity: cfg.Verbosity, JSON: cfg.LogJSON})
+	memlimit.Apply(log)
+	return log, nil
 }

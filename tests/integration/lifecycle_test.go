@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kedge-dev/kedge/pkg/memlimit"
 )
 
 // fingerprint hashes every file under dir (certificates, keys, token).
@@ -43,6 +47,32 @@ func fingerprint(t *testing.T, dir string, files ...string) map[string]string {
 		add(f)
 	}
 	return sums
+}
+
+// kedge sizes its soft memory limit from the memory it may use (the
+// machine's, or the memory cgroup it shares with this test), and
+// GOMEMLIMIT replaces it.
+func TestSoftMemoryLimit(t *testing.T) {
+	want := `msg="soft memory limit set by GOMEMLIMIT"`
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		usable, err := memlimit.Usable(os.DirFS("/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = fmt.Sprintf(`msg="soft memory limit" limit=%dMiB usable=%dMiB`, memlimit.For(usable)>>20, usable>>20)
+	}
+	if log, _ := os.ReadFile(shared.logFile()); !strings.Contains(string(log), want) {
+		t.Errorf("the shared node's log has no %s", want)
+	}
+	// A server on a taken port stops at once, after it set the limit.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	t.Setenv("GOMEMLIMIT", "300MiB")
+	out := runBad(t, t.TempDir(), "", "--bind-address", "127.0.0.1", "--https-listen-port", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	wantAll(t, out, `msg="soft memory limit set by GOMEMLIMIT" GOMEMLIMIT=300MiB`, "already in use")
 }
 
 func TestRestartKeepsStateAndCertificates(t *testing.T) {
