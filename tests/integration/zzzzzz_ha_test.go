@@ -133,6 +133,22 @@ func kedgeIn(n *node, args ...string) (string, error) {
 	return string(out), err
 }
 
+// writeUntilTaken runs a kubectl write on a server until the API takes
+// it (AlreadyExists: an earlier try was taken but its answer lost). Just
+// after a member joins or another is killed, etcd may be electing a
+// leader, and the apiserver answers a write with a timeout or "leader
+// changed", as it would to any client, which tries again.
+func writeUntilTaken(t *testing.T, n *node, stdin string, args ...string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "kubectl "+strings.Join(args[:2], " "), func() error {
+		out, err := kubectlRunIn(n.netns, n.kubeconfig, stdin, args...)
+		if err != nil && !strings.Contains(out+err.Error(), "AlreadyExists") && !strings.Contains(out+err.Error(), "already exists") {
+			return fmt.Errorf("%v %s", err, out)
+		}
+		return nil
+	})
+}
+
 func tokenOf(t *testing.T, n *node) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(n.dataDir(), "server", "token"))
@@ -166,9 +182,7 @@ func TestZZZZZZHighAvailability(t *testing.T) {
 	})
 	// Secrets are encrypted in etcd too, with one configuration shared by
 	// every server.
-	if _, err := kubectlRunIn(s2.netns, s2.kubeconfig, "", "create", "secret", "generic", "ha-secret", "--from-literal=a=ha-plaintext-canary"); err != nil {
-		t.Fatal(err)
-	}
+	writeUntilTaken(t, s2, "", "create", "secret", "generic", "ha-secret", "--from-literal=a=ha-plaintext-canary")
 	if v := rawEtcd(t, s1, "/registry/secrets/default/ha-secret"); !strings.HasPrefix(v, "k8s:enc:aescbc:v1:") || strings.Contains(v, "ha-plaintext-canary") {
 		t.Fatalf("the Secret in etcd: %q...", v[:min(40, len(v))])
 	}
@@ -220,7 +234,7 @@ func TestZZZZZZHighAvailability(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := kubectlRunIn(h.hosts[1], s2.kubeconfig, fmt.Sprintf(helloDeployment, 2)+`---
+	writeUntilTaken(t, s2, fmt.Sprintf(helloDeployment, 2)+`---
 apiVersion: v1
 kind: Service
 metadata: {name: web}
@@ -228,9 +242,7 @@ spec:
   type: LoadBalancer
   selector: {app: hello}
   ports: [{port: 8080}]
-`, "apply", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
+`, "apply", "-f", "-")
 	url := "http://" + h.ip(4) + ":8080/"
 	eventually(t, 2*time.Minute, "the LoadBalancer Service answers on the agent", func() error {
 		out, err := inNetns(h.hosts[4], "curl", "-sS", "--max-time", "3", url).CombinedOutput()
@@ -241,16 +253,17 @@ spec:
 	})
 
 	// Which server's controller manager leads (identity: its node name).
-	holder, _ := kubectl("-n", "kube-system", "get", "lease", "kube-controller-manager", "-o", "jsonpath={.spec.holderIdentity}")
 	var leader *node
-	for _, s := range servers {
-		if holder == s.hostname {
-			leader = s
+	eventually(t, 30*time.Second, "a server holds the controller manager's Lease", func() error {
+		holder, err := kubectl("-n", "kube-system", "get", "lease", "kube-controller-manager", "-o", "jsonpath={.spec.holderIdentity}")
+		for _, s := range servers {
+			if holder == s.hostname {
+				leader = s
+				return nil
+			}
 		}
-	}
-	if leader == nil {
-		t.Fatalf("controller-manager lease holder %q is none of the servers", holder)
-	}
+		return fmt.Errorf("holder %q is none of the servers (%v)", holder, err)
+	})
 	var others []*node
 	for _, s := range servers {
 		if s != leader {
@@ -278,9 +291,7 @@ spec:
 		return nil
 	})
 	t.Logf("API on the other servers %s after the kill", time.Since(killed).Round(time.Second))
-	if _, err := okubectl("create", "deployment", "after", "--image=kedge.test/hello:v1"); err != nil {
-		t.Fatal(err)
-	}
+	writeUntilTaken(t, other, "", "create", "deployment", "after", "--image=kedge.test/hello:v1")
 	eventually(t, 2*time.Minute, "a new Deployment runs on the agent", func() error {
 		out, _ := okubectl("get", "pods", "-l", "app=after", "-o", "jsonpath={.items[*].status.phase}")
 		if out != "Running" {
@@ -301,9 +312,12 @@ spec:
 		}
 		return nil
 	})
-	if holder, _ := okubectl("-n", "kube-system", "get", "lease", "kedge-controllers", "-o", "jsonpath={.spec.holderIdentity}"); holder == "" {
-		t.Errorf("kedge's controllers have no leader")
-	}
+	eventually(t, 30*time.Second, "kedge's controllers have a leader", func() error {
+		if holder, err := okubectl("-n", "kube-system", "get", "lease", "kedge-controllers", "-o", "jsonpath={.spec.holderIdentity}"); holder == "" {
+			return fmt.Errorf("no holder (%v)", err)
+		}
+		return nil
+	})
 
 	// A server gone for good is removed from the cluster.
 	if err := s3.stop(); err != nil {
