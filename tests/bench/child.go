@@ -148,7 +148,7 @@ func measureGroups(ctx context.Context, spec childSpec, sys system, client *kube
 		logf("%s run %d: %s", spec.System, spec.Run, g)
 		switch g {
 		case groupIdle:
-			err = measureIdle(ctx, sys, t0, res)
+			err = measureIdle(ctx, sys, spec.Dir, t0, res)
 		case groupAPI:
 			err = measureAPI(ctx, client, res)
 		case groupPods:

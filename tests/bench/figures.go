@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -83,8 +84,9 @@ func readProc(pid int) (procStats, error) {
 
 // measureIdle waits until idleAfter since exec, takes RSS and PSS, then
 // CPU time and bytes written over idleWindow, summed over the system's
-// control plane and agent processes (not pods or shims).
-func measureIdle(ctx context.Context, sys system, t0 time.Time, res *runResult) error {
+// control plane and agent processes (not pods or shims), and which files
+// under dir (outside its tmpfs run dir) the window wrote.
+func measureIdle(ctx context.Context, sys system, dir string, t0 time.Time, res *runResult) error {
 	if err := sleepCtx(ctx, time.Until(t0.Add(idleAfter))); err != nil {
 		return err
 	}
@@ -100,11 +102,13 @@ func measureIdle(ctx context.Context, sys system, t0 time.Time, res *runResult) 
 		rss += s.RSSKiB
 		pss += s.PSSKiB
 	}
+	filesBefore := diskFiles(dir)
 	start := time.Now()
 	if err := sleepCtx(ctx, idleWindow); err != nil {
 		return err
 	}
 	elapsed := time.Since(start).Seconds()
+	res.Raw["idle_files_written"] = filesWritten(dir, filesBefore, diskFiles(dir))
 	var ticks, written int64
 	perProc := map[string]map[string]float64{}
 	for _, p := range procs {
@@ -463,4 +467,57 @@ func sharedPayloadSizes() (map[string]int64, error) {
 		}
 	}
 	return sizes, nil
+}
+
+// fileState is what the bench can see of a file without tracing writes.
+type fileState struct {
+	size  int64
+	mtime time.Time
+}
+
+// diskFiles lists the regular files under dir, but for its run dir (a
+// tmpfs: what is written there reaches no disk).
+func diskFiles(dir string) map[string]fileState {
+	files := map[string]fileState{}
+	run := filepath.Join(dir, "run")
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && path == run {
+			return filepath.SkipDir
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				files[path] = fileState{size: info.Size(), mtime: info.ModTime()}
+			}
+		}
+		return nil
+	})
+	return files
+}
+
+// filesWritten names the files modified between two listings, with how
+// much each grew (a SQLite WAL that is reused after a checkpoint is
+// written without growing), biggest growth first, and logs them: which
+// files the idle writes go to, not how many bytes each got.
+func filesWritten(dir string, before, after map[string]fileState) map[string]int64 {
+	grew := map[string]int64{}
+	var names []string
+	for path, a := range after {
+		b, existed := before[path]
+		if existed && a.mtime.Equal(b.mtime) && a.size == b.size {
+			continue
+		}
+		rel, _ := filepath.Rel(dir, path)
+		grew[rel] = a.size - b.size
+		names = append(names, rel)
+	}
+	sort.Slice(names, func(i, j int) bool { return grew[names[i]] > grew[names[j]] })
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s (%+d B)", n, grew[n]))
+	}
+	logf("files written in the idle window (growth): %s", strings.Join(parts, ", "))
+	return grew
 }
