@@ -137,10 +137,12 @@ type datastorePlan struct {
 // ephemeralResources live in a second SQLite database in the run dir
 // (tmpfs on most systems) on a single SQLite server: they are written all
 // the time (every node renews its Lease every 10 s, every change makes
-// Events) and are worth nothing after a power cut, so they need not wear
-// the flash. With more servers they stay in the shared datastore: leader
-// election needs the Leases everyone sees.
-var ephemeralResources = []string{"/events", "coordination.k8s.io/leases"}
+// Events, the apiserver renews its own address leases every 10 s: the
+// storage groups apiServerIPInfo and apiServerPeerIPInfo) and are worth
+// nothing after a power cut, so they need not wear the flash. With more
+// servers they stay in the shared datastore: leader election and the
+// kubernetes Service's endpoints need what every server sees.
+var ephemeralResources = []string{"/events", "coordination.k8s.io/leases", "/apiServerIPInfo", "/apiServerPeerIPInfo"}
 
 // datastoreComponents plans the datastore (and a migration into it).
 func datastoreComponents(ctx context.Context, cfg config.Config, l datadir.Layout, st store, f pki.Files, remote *join.Remote, name, ip string, log *slog.Logger) (datastorePlan, error) {

@@ -34,6 +34,29 @@ func rawSecret(t *testing.T, n *node, ns, name string) []byte {
 	return v
 }
 
+// What is rewritten every few seconds at idle (Leases, the apiserver's
+// address leases) and Events live in the run dir's database, not in the
+// one on the flash, and the kubernetes Service still has its endpoint.
+func TestIdleWritesOffTheFlash(t *testing.T) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(shared.dataDir(), "server", "db", "state.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, prefix := range []string{"/registry/leases/", "/registry/events/", "/registry/masterleases/", "/registry/peerserverleases/"} {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM kine WHERE name LIKE ?`, prefix+"%").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%d rows of %s in state.db", n, prefix)
+		}
+	}
+	if out := shared.kubectl(t, "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes", "-o", "jsonpath={.items[*].endpoints[*].addresses[*]}"); out == "" {
+		t.Errorf("the kubernetes Service has no endpoint")
+	}
+}
+
 // dbFilesContain reports whether the database files hold b anywhere.
 func dbFilesContain(t *testing.T, n *node, b []byte) bool {
 	t.Helper()
