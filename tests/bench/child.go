@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	isandbox "github.com/kedge-dev/kedge/tests/internal/sandbox"
 )
 
 const (
@@ -274,12 +276,8 @@ func recordPods(c *kubernetes.Clientset, dir string) {
 // task directories in containerd's state dir) for the parent's cleanup of
 // the CNI result cache.
 func recordContainers(dir string) {
-	tasks, _ := filepath.Glob(filepath.Join(dir, "run", "containerd", "state", "io.containerd.runtime.v2.task", "*", "*"))
-	var b strings.Builder
-	for _, t := range tasks {
-		b.WriteString(filepath.Base(t) + "\n")
-	}
-	os.WriteFile(filepath.Join(dir, "container-ids.txt"), []byte(b.String()), 0o644)
+	ids := isandbox.ContainerIDs(filepath.Join(dir, "run"))
+	os.WriteFile(filepath.Join(dir, "container-ids.txt"), []byte(strings.Join(ids, "\n")+"\n"), 0o644)
 }
 
 // startProc starts a process of a system in its own process group (so a

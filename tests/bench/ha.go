@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	isandbox "github.com/kedge-dev/kedge/tests/internal/sandbox"
 )
 
 // systemKedgeHA is three kedge servers on embedded etcd, control plane
@@ -27,25 +29,25 @@ func haNetns(sandbox string, i int) string { return fmt.Sprintf("%s-s%d", sandbo
 // own, joined to it by veth pairs.
 func (s *sandbox) addHANetwork() error {
 	steps := [][]string{
-		{"-n", s.name, "link", "add", "benchbr", "type", "bridge"},
-		{"-n", s.name, "addr", "add", haIP(1) + "/24", "dev", "benchbr"},
-		{"-n", s.name, "link", "set", "benchbr", "up"},
+		{"-n", s.Name, "link", "add", "benchbr", "type", "bridge"},
+		{"-n", s.Name, "addr", "add", haIP(1) + "/24", "dev", "benchbr"},
+		{"-n", s.Name, "link", "set", "benchbr", "up"},
 	}
 	for i := 2; i <= 3; i++ {
-		ns := haNetns(s.name, i)
-		s.extra = append(s.extra, ns)
+		ns := haNetns(s.Name, i)
+		if err := s.AddNetns(ns); err != nil {
+			return err
+		}
 		steps = append(steps,
-			[]string{"netns", "add", ns},
-			[]string{"-n", ns, "link", "set", "lo", "up"},
-			[]string{"-n", s.name, "link", "add", "hav" + strconv.Itoa(i), "type", "veth", "peer", "name", "eth0", "netns", ns},
-			[]string{"-n", s.name, "link", "set", "hav" + strconv.Itoa(i), "master", "benchbr", "up"},
+			[]string{"-n", s.Name, "link", "add", "hav" + strconv.Itoa(i), "type", "veth", "peer", "name", "eth0", "netns", ns},
+			[]string{"-n", s.Name, "link", "set", "hav" + strconv.Itoa(i), "master", "benchbr", "up"},
 			[]string{"-n", ns, "addr", "add", haIP(i) + "/24", "dev", "eth0"},
 			[]string{"-n", ns, "link", "set", "eth0", "up"},
 		)
 	}
 	for _, st := range steps {
-		if out, err := exec.Command("ip", st...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(st, " "), err, out)
+		if err := isandbox.IP(st...); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -79,12 +79,3 @@ func TestParseOptions(t *testing.T) {
 		})
 	}
 }
-
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/tmp/a\040b/c`); got != "/tmp/a b/c" {
-		t.Errorf("got %q", got)
-	}
-	if got := unescapeMount("/plain"); got != "/plain" {
-		t.Errorf("got %q", got)
-	}
-}
