@@ -184,6 +184,13 @@ func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&a.LBServerPort, "lb-server-port", DefaultLBServerPort, "loopback port of the agent's load balancer to the servers (the node's components reach the API there)")
 }
 
+// containerdLongestSocket is the longest socket path containerd makes in
+// the run dir, and maxSocketPath the most containerd accepts for one.
+const (
+	containerdLongestSocket = "containerd/containerd.sock.ttrpc"
+	maxSocketPath           = 104
+)
+
 // ValidateAgent checks the agent settings.
 func (a *Agent) ValidateAgent() error {
 	var errs []error
@@ -192,6 +199,9 @@ func (a *Agent) ValidateAgent() error {
 	}
 	if !filepath.IsAbs(a.RunDir) {
 		errs = append(errs, fmt.Errorf("--run-dir: %q must be an absolute path", a.RunDir))
+	} else if sock := filepath.Join(a.RunDir, containerdLongestSocket); len(sock) > maxSocketPath {
+		errs = append(errs, fmt.Errorf("--run-dir: %q is too long: containerd's socket %s would be %d bytes, over the %d a Unix socket path may have (at most %d for the run dir)",
+			a.RunDir, sock, len(sock), maxSocketPath, maxSocketPath-len(containerdLongestSocket)-1))
 	}
 	for _, l := range a.NodeLabels {
 		if k, _, ok := strings.Cut(l, "="); !ok || k == "" {

@@ -153,6 +153,7 @@ func TestValidate(t *testing.T) {
 		{"dns outside", func(c *Config) { c.ClusterDNS = "10.42.0.10" }, []string{"--cluster-dns", "outside"}},
 		{"mode", func(c *Config) { c.WriteKubeconfigMode = "999" }, []string{"--write-kubeconfig-mode"}},
 		{"arg", func(c *Config) { c.KubeSchedulerArgs = []string{"v"} }, []string{"--kube-scheduler-arg", "key=value"}},
+		{"run dir too long", func(c *Config) { c.RunDir = "/" + strings.Repeat("r", 80) }, []string{"--run-dir", "too long", "at most 71"}},
 		{"many at once", func(c *Config) { c.HTTPSListenPort = 0; c.ClusterDomain = "" }, []string{"--https-listen-port", "--cluster-domain"}},
 	}
 	for _, tc := range cases {
