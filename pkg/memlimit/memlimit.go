@@ -6,8 +6,6 @@
 package memlimit
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,6 +13,7 @@ import (
 	"os"
 	"path"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -70,7 +69,7 @@ func Usable(root fs.FS) (int64, error) {
 		switch {
 		case parts[0] == "0" && parts[1] == "":
 			file = path.Join("sys/fs/cgroup", parts[2], "memory.max")
-		case hasController(parts[1], "memory"):
+		case slices.Contains(strings.Split(parts[1], ","), "memory"):
 			file = path.Join("sys/fs/cgroup/memory", parts[2], "memory.limit_in_bytes")
 		default:
 			continue
@@ -87,10 +86,9 @@ func memTotal(root fs.FS) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
+	for _, line := range strings.Split(string(data), "\n") {
 		// MemTotal:        1015152 kB
-		f := strings.Fields(sc.Text())
+		f := strings.Fields(line)
 		if len(f) == 3 && f[0] == "MemTotal:" && f[2] == "kB" {
 			kb, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil || kb <= 0 {
@@ -102,19 +100,10 @@ func memTotal(root fs.FS) (int64, error) {
 	return 0, errors.New("/proc/meminfo has no MemTotal")
 }
 
-func hasController(list, name string) bool {
-	for _, c := range strings.Split(list, ",") {
-		if c == name {
-			return true
-		}
-	}
-	return false
-}
-
 // readLimit reads a cgroup memory limit; "max" (v2) and a missing file
 // are no limit.
 func readLimit(root fs.FS, file string) (int64, bool) {
-	data, err := fs.ReadFile(root, strings.TrimPrefix(file, "/"))
+	data, err := fs.ReadFile(root, file)
 	if err != nil {
 		return 0, false
 	}

@@ -333,8 +333,9 @@ func (n *node) kill() { _ = n.signalAndWait(syscall.SIGKILL, 30*time.Second) }
 // tail, then the tail.
 func (n *node) report(lines int) string {
 	data, _ := os.ReadFile(n.logFile())
+	all := strings.Split(string(data), "\n")
 	var why []string
-	for _, l := range strings.Split(string(data), "\n") {
+	for _, l := range all {
 		if strings.Contains(l, "msg=stopping") || strings.Contains(l, "stop timed out") || strings.Contains(l, "Observed a panic") ||
 			strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") {
 			why = append(why, l)
@@ -343,14 +344,17 @@ func (n *node) report(lines int) string {
 	if len(why) > 10 {
 		why = why[:10]
 	}
-	return fmt.Sprintf("why it stopped:\n%s\n... tail:\n%s", strings.Join(why, "\n"), n.logTail(lines))
+	return fmt.Sprintf("why it stopped:\n%s\n... tail:\n%s", strings.Join(why, "\n"), lastLines(all, lines))
 }
 
 func (n *node) logTail(lines int) string {
 	data, _ := os.ReadFile(n.logFile())
-	all := strings.Split(string(data), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
+	return lastLines(strings.Split(string(data), "\n"), lines)
+}
+
+func lastLines(all []string, n int) string {
+	if len(all) > n {
+		all = all[len(all)-n:]
 	}
 	return strings.Join(all, "\n") + "\n"
 }

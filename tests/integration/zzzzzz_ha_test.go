@@ -142,7 +142,7 @@ func writeUntilTaken(t *testing.T, n *node, stdin string, args ...string) {
 	t.Helper()
 	eventually(t, 30*time.Second, "kubectl "+strings.Join(args[:2], " "), func() error {
 		out, err := kubectlRunIn(n.netns, n.kubeconfig, stdin, args...)
-		if err != nil && !strings.Contains(out+err.Error(), "AlreadyExists") && !strings.Contains(out+err.Error(), "already exists") {
+		if err != nil && !strings.Contains(out+err.Error(), "already exists") {
 			return fmt.Errorf("%v %s", err, out)
 		}
 		return nil
