@@ -191,15 +191,19 @@ const (
 	maxSocketPath           = 104
 )
 
-// ValidateAgent checks the agent settings.
-func (a *Agent) ValidateAgent() error {
+// ValidateAgent checks the agent settings of `kedge agent`.
+func (a *Agent) ValidateAgent() error { return a.validateAgent(true) }
+
+// validateAgent checks the agent settings; the run dir's socket paths
+// only matter where containerd runs (not with --disable-agent).
+func (a *Agent) validateAgent(runsContainerd bool) error {
 	var errs []error
 	if a.NodeIP != "" && net.ParseIP(a.NodeIP) == nil {
 		errs = append(errs, fmt.Errorf("--node-ip: %q is not an IP address", a.NodeIP))
 	}
 	if !filepath.IsAbs(a.RunDir) {
 		errs = append(errs, fmt.Errorf("--run-dir: %q must be an absolute path", a.RunDir))
-	} else if sock := filepath.Join(a.RunDir, containerdLongestSocket); len(sock) > maxSocketPath {
+	} else if sock := filepath.Join(a.RunDir, containerdLongestSocket); runsContainerd && len(sock) > maxSocketPath {
 		errs = append(errs, fmt.Errorf("--run-dir: %q is too long: containerd's socket %s would be %d bytes, over the %d a Unix socket path may have (at most %d for the run dir)",
 			a.RunDir, sock, len(sock), maxSocketPath, maxSocketPath-len(containerdLongestSocket)-1))
 	}
@@ -375,7 +379,7 @@ func (c *Config) Validate() error {
 			bad("disable", "unknown add-on %q (known: %s)", d, strings.Join(KnownAddons, ", "))
 		}
 	}
-	if err := c.ValidateAgent(); err != nil {
+	if err := c.validateAgent(!c.DisableAgent); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

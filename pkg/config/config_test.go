@@ -134,6 +134,14 @@ func TestValidate(t *testing.T) {
 	if err := func() error { c := valid(); return c.Validate() }(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
+	// Without an agent no containerd runs: a long run dir is fine.
+	if err := func() error {
+		c := valid()
+		c.DisableAgent, c.RunDir = true, "/"+strings.Repeat("r", 80)
+		return c.Validate()
+	}(); err != nil {
+		t.Errorf("a long run dir with --disable-agent: %v", err)
+	}
 	cases := []struct {
 		name   string
 		mutate func(*Config)
