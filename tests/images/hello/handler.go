@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +56,18 @@ func newHandler(name string, start time.Time, failAfter time.Duration) http.Hand
 		}
 		spins := burn(time.Duration(ms) * time.Millisecond)
 		fmt.Fprintf(w, "burned %dms (%d spins) on %s\n", ms, spins, name)
+	})
+	// /api?path=P reads P from the Kubernetes API as the pod (autonomy
+	// tests: the node's cache answers pods too).
+	mux.HandleFunc("GET /api", apiHandler(saDir))
+	// /dns?name=N resolves N with the pod's resolver (cluster DNS).
+	mux.HandleFunc("GET /dns", func(w http.ResponseWriter, r *http.Request) {
+		addrs, err := net.DefaultResolver.LookupHost(r.Context(), r.URL.Query().Get("name"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprintln(w, strings.Join(addrs, " "))
 	})
 	// /ws echoes each WebSocket message, prefixed with the pod's name.
 	mux.Handle("GET /ws", websocket.Handler(func(c *websocket.Conn) {

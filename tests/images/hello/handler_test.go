@@ -54,6 +54,7 @@ func TestHandler(t *testing.T) {
 		{name: "version", path: "/version", calls: 1, code: 200, body: "v1"},
 		{name: "burn", path: "/burn?ms=5", calls: 1, code: 200, body: "burned 5ms (", prefix: true},
 		{name: "burn refuses too long", path: "/burn?ms=9999", calls: 1, code: 400, body: "ms must be 0-5000\n"},
+		{name: "dns", path: "/dns?name=localhost", calls: 1, code: 200, body: "127.0.0.1", prefix: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,8 +6,10 @@
 // GET / answers "Hello from Kubernetes! I am <name>, request <n>", which
 // lets tests see which pod served a request and how many that pod has
 // served; /healthz and /version serve probes and rolling-update tests;
-// /burn?ms=N uses a CPU for N ms (autoscaling tests) and /ws echoes
-// WebSocket messages (Ingress tests). The same port answers UDP datagrams;
+// /burn?ms=N uses a CPU for N ms (autoscaling tests), /ws echoes
+// WebSocket messages (Ingress tests), /api?path=P reads P from the
+// Kubernetes API with the pod's service-account token and /dns?name=N
+// resolves N (autonomy tests). The same port answers UDP datagrams;
 // --udp-probe HOST:PORT makes it the client of UDP tests instead.
 package main
 
