@@ -625,16 +625,18 @@ remove_unused_portmap_chains() {
 }
 
 # remove_kube_proxy_rules removes kube-proxy's chains (its own KUBE-
-# namespace) and flannel's (FLANNEL-) and every rule jumping to them, one
-# table at a time, and kube-proxy's nftables tables.
+# namespace), flannel's (FLANNEL-) and kedge's own (KEDGE-: the node API
+# cache's redirect for pods) and every rule jumping to them, one table at
+# a time, and kube-proxy's nftables tables.
 remove_kube_proxy_rules() {
     for ipt in iptables ip6tables; do
         command -v "$ipt-save" >/dev/null 2>&1 || continue
         for table in nat filter mangle; do
             dump=$("$ipt-save" -t "$table" 2>/dev/null) || continue
-            echo "$dump" | grep -q -e 'KUBE-' -e 'FLANNEL-' || continue
+            echo "$dump" | grep -q -e 'KUBE-' -e 'FLANNEL-' -e 'KEDGE-' || continue
             echo "$dump" | grep -v -e '^:KUBE-' -e '^-A KUBE-' -e '-j KUBE-' \
-                -e '^:FLANNEL-' -e '^-A FLANNEL-' -e '-j FLANNEL-' | "$ipt-restore" -T "$table" ||
+                -e '^:FLANNEL-' -e '^-A FLANNEL-' -e '-j FLANNEL-' \
+                -e '^:KEDGE-' -e '^-A KEDGE-' -e '-j KEDGE-' | "$ipt-restore" -T "$table" ||
                 info "cannot remove kube-proxy's $ipt $table rules"
         done
     done

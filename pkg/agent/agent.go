@@ -347,6 +347,20 @@ func Components(o Options) ([]component.Component, error) {
 	if !c.DisableKubeProxy {
 		components = append(components, &kubeproxy.Proxy{Args: proxyArgs, Log: o.Log.With("component", "kube-proxy")})
 	}
+	if o.cache != nil {
+		podsPort := 0
+		if c.LBServerPort != 0 {
+			podsPort = c.LBServerPort + 2
+		}
+		components = append(components, &apiproxy.PodAccess{
+			Proxy: o.cache, Client: client, NodeIP: ip, Port: podsPort, ClusterDomain: c.ClusterDomain,
+			CertFile: filepath.Join(p.tls(), "serving-apicache-pods.crt"), KeyFile: filepath.Join(p.tls(), "serving-apicache-pods.key"),
+			Issue: func(cert, key string, sans []string) error {
+				return o.Creds.Issuer.Issue(join.KindKubeletServing, cert, key, sans)
+			},
+			Log: o.Log.With("component", "api-cache"),
+		})
+	}
 	lbConfig, err := clientcmd.BuildConfigFromFlags("", lbKC)
 	if err != nil {
 		return nil, err

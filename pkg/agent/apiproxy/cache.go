@@ -23,8 +23,13 @@ import (
 	"github.com/kedge-dev/kedge/pkg/datadir"
 )
 
-// forgetAfter drops entries nobody has asked for in this long.
-const forgetAfter = 30 * 24 * time.Hour
+// forgetAfter drops entries nobody has asked for in this long;
+// forgetTokenAfter those of a pod's token, which the kubelet replaces
+// at least daily while a server answers.
+const (
+	forgetAfter      = 30 * 24 * time.Hour
+	forgetTokenAfter = 3 * 24 * time.Hour
+)
 
 // cache holds the last good answers the node's components got, in memory
 // and, encrypted with the node's cache key, in one file per entry.
@@ -129,7 +134,7 @@ func openCache(dir, keyFile string, log *slog.Logger) (*cache, error) {
 			os.Remove(p)
 			continue
 		}
-		if time.Since(e.Seen) > forgetAfter {
+		if scope, _ := splitScope(e.Key); time.Since(e.Seen) > forgetAfter || scope != "" && time.Since(e.Seen) > forgetTokenAfter {
 			os.Remove(p)
 			continue
 		}
@@ -422,13 +427,14 @@ func (c *cache) getList(key string) ([]byte, time.Time, bool) {
 	return body, e.Updated, err == nil
 }
 
-// getObject is the object at the API path p: its own answer, else the
-// copy in a list of its collection (namespaced, or across namespaces).
-func (c *cache) getObject(p, namespace, name string) ([]byte, time.Time, bool) {
+// getObject is the object at the API path p in scope: its own answer,
+// else the copy in a list of its collection (namespaced, or across
+// namespaces) in the same scope.
+func (c *cache) getObject(scope, p, namespace, name string) ([]byte, time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	if e := c.entries[objectKeyOf(p)]; e != nil && e.Body != nil {
+	if e := c.entries[scope+objectKeyOf(p)]; e != nil && e.Body != nil {
 		e.seen(now)
 		return e.Body, e.Updated, true
 	}
@@ -440,10 +446,11 @@ func (c *cache) getObject(p, namespace, name string) ([]byte, time.Time, bool) {
 	var best *entry
 	var body json.RawMessage
 	for key, e := range c.entries {
-		if e.List == nil {
+		s, rest := splitScope(key)
+		if e.List == nil || s != scope {
 			continue
 		}
-		lp, _, _ := strings.Cut(strings.TrimPrefix(key, "list:"), "?")
+		lp, _, _ := strings.Cut(strings.TrimPrefix(rest, "list:"), "?")
 		if lp != collection && lp != wide {
 			continue
 		}
@@ -471,3 +478,25 @@ func (c *cache) getToken(key string) ([]byte, bool) {
 }
 
 func objectKeyOf(p string) string { return "get:" + p }
+
+// scopePrefix starts the keys of a pod's entries: "sa=<token hash>|".
+const scopePrefix = "sa="
+
+// tokenScope is the scope of the answers to a bearer token.
+func tokenScope(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return scopePrefix + hex.EncodeToString(sum[:16]) + "|"
+}
+
+// splitScope splits a key into its scope ("" for the node's components)
+// and the rest.
+func splitScope(key string) (scope, rest string) {
+	if !strings.HasPrefix(key, scopePrefix) {
+		return "", key
+	}
+	i := strings.IndexByte(key, '|')
+	if i < 0 {
+		return "", key
+	}
+	return key[:i+1], key[i+1:]
+}

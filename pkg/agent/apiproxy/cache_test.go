@@ -65,11 +65,11 @@ func TestListKeptCurrentByWatchEvents(t *testing.T) {
 	if _, _, ok := c2.getList("list:/api/v1/other?"); ok {
 		t.Error("a watch with no list before it made a list")
 	}
-	got, _, ok := c2.getObject("/api/v1/namespaces/b/pods/p3", "b", "p3")
+	got, _, ok := c2.getObject("", "/api/v1/namespaces/b/pods/p3", "b", "p3")
 	if !ok || !strings.Contains(string(got), `"p3"`) {
 		t.Errorf("single pod from the cross-namespace list: %v %s", ok, got)
 	}
-	if _, _, ok := c2.getObject("/api/v1/namespaces/a/pods/p2", "a", "p2"); ok {
+	if _, _, ok := c2.getObject("", "/api/v1/namespaces/a/pods/p2", "a", "p2"); ok {
 		t.Error("a deleted pod is still served")
 	}
 

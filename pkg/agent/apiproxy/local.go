@@ -50,7 +50,8 @@ func (c *cache) podStatus(ns, name string, patch []byte) *corev1.Pod {
 
 // isCollection: the list key is one of resource (across namespaces or in one).
 func isCollection(key, resource string) bool {
-	p, _, _ := strings.Cut(strings.TrimPrefix(key, "list:"), "?")
+	_, rest := splitScope(key)
+	p, _, _ := strings.Cut(strings.TrimPrefix(rest, "list:"), "?")
 	return path.Base(p) == resource
 }
 

@@ -14,6 +14,10 @@
 // until a server answers again, and writes fail with 503, so components
 // retry them against the server once it is back. Nothing is invented: an
 // answer the node never got is a 503.
+//
+// The node's pods reach the API through the cache too (PodAccess): each
+// with its own service-account token, and served offline only what the
+// server answered that token.
 package apiproxy
 
 import (
@@ -77,6 +81,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	pairs   [][2]string // registered certificate and key files
 	ids     map[[32]byte]*identity
+	pods    *identity // the pods' way upstream (PodAccess)
 	offline bool
 	since   time.Time
 	served  int
@@ -87,10 +92,15 @@ type Proxy struct {
 	wg     sync.WaitGroup
 }
 
-// identity is one component's way upstream, under its own certificate.
+// identity is one client's way upstream: a component's under its own
+// certificate, or a pod's with its bearer token.
 type identity struct {
 	rt http.RoundTripper
 	rp *httputil.ReverseProxy
+	// scope prefixes the cache keys of a pod's answers: a pod is served
+	// only what the server answered its own token. Empty for the node's
+	// components, which share what they read.
+	scope string
 }
 
 // New opens the listener and the cache, and makes the proxy's serving
@@ -148,6 +158,7 @@ func (p *Proxy) Start(context.Context) error {
 		return err
 	}
 	p.serverCA = serverCA
+	p.pods = p.newIdentity(nil)
 	serving, err := tls.LoadX509KeyPair(filepath.Join(p.o.TLSDir, "serving-apiproxy.crt"), filepath.Join(p.o.TLSDir, "serving-apiproxy.key"))
 	if err != nil {
 		return err
@@ -303,7 +314,7 @@ func (p *Proxy) identity(r *http.Request) *identity {
 		}
 		s := sha256.Sum256(pair.Certificate[0])
 		if s == sum {
-			id := p.newIdentity(pair)
+			id := p.newIdentity([]tls.Certificate{pair})
 			p.ids[sum] = id
 			return id
 		}
@@ -311,9 +322,11 @@ func (p *Proxy) identity(r *http.Request) *identity {
 	return nil
 }
 
-func (p *Proxy) newIdentity(pair tls.Certificate) *identity {
+// newIdentity is a way upstream under certs (none: a pod's, whose bearer
+// token goes along in its requests).
+func (p *Proxy) newIdentity(certs []tls.Certificate) *identity {
 	tr := &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: p.serverCA, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:     &tls.Config{RootCAs: p.serverCA, Certificates: certs, MinVersion: tls.VersionTLS12},
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout: 10 * time.Second,
 		IdleConnTimeout:     90 * time.Second,
@@ -352,6 +365,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusUnauthorized, "kedge: this client certificate is not one of the node's components")
 		return
 	}
+	p.serve(w, r, id)
+}
+
+// serve answers one request of id: reads and tokens through the cache,
+// the rest relayed while a server answers.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, id *identity) {
 	info, err := infoFactory.NewRequestInfo(r)
 	if err != nil || !info.IsResourceRequest {
 		id.rp.ServeHTTP(w, r)
@@ -359,16 +378,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case r.Method == http.MethodGet && info.Subresource == "" && info.Verb == "watch":
-		p.watch(w, r, id, listKey(r))
+		p.watch(w, r, id, id.scope+listKey(r))
 	case r.Method == http.MethodGet && info.Subresource == "" && info.Verb == "list":
-		p.read(w, r, id, listKey(r), info)
+		p.read(w, r, id, id.scope+listKey(r), info)
 	case r.Method == http.MethodGet && info.Subresource == "" && info.Verb == "get":
-		p.read(w, r, id, objectKeyOf(r.URL.Path), info)
+		p.read(w, r, id, id.scope+objectKeyOf(r.URL.Path), info)
 	case r.Method == http.MethodPost && info.Resource == "serviceaccounts" && info.Subresource == "token":
 		p.token(w, r, id)
 	default:
 		if p.isOffline() {
-			if r.Method == http.MethodPatch && info.Resource == "pods" && info.Subresource == "status" {
+			if id.scope == "" && r.Method == http.MethodPatch && info.Resource == "pods" && info.Subresource == "status" {
 				p.notePodStatus(r, info)
 			}
 			writeStatus(w, http.StatusServiceUnavailable, "kedge: no API server answers; try again once the node is back in touch")
@@ -402,7 +421,7 @@ func (p *Proxy) send(r *http.Request, id *identity, body []byte) (*http.Response
 	if err != nil {
 		return nil, err
 	}
-	for _, h := range []string{"User-Agent", "Content-Type", "Impersonate-User", "Impersonate-Group"} {
+	for _, h := range []string{"User-Agent", "Content-Type", "Authorization", "Impersonate-User", "Impersonate-Group"} {
 		if v := r.Header.Values(h); len(v) > 0 {
 			out.Header[h] = v
 		}
@@ -442,7 +461,7 @@ func (p *Proxy) read(w http.ResponseWriter, r *http.Request, id *identity, key s
 		if info.Verb == "list" {
 			cached, at, ok = p.cache.getList(key)
 		} else {
-			cached, at, ok = p.cache.getObject(r.URL.Path, info.Namespace, info.Name)
+			cached, at, ok = p.cache.getObject(id.scope, r.URL.Path, info.Namespace, info.Name)
 		}
 		if !ok {
 			writeStatus(w, http.StatusServiceUnavailable, "kedge: no API server answers and the node's cache has no copy of "+r.URL.Path)
@@ -619,7 +638,7 @@ func (p *Proxy) token(w http.ResponseWriter, r *http.Request, id *identity) {
 		return
 	}
 	sum := sha256.Sum256(body)
-	key := "token:" + r.URL.Path + ":" + hex.EncodeToString(sum[:])
+	key := id.scope + "token:" + r.URL.Path + ":" + hex.EncodeToString(sum[:])
 	var resp *http.Response
 	err = errOffline
 	if !p.isOffline() {
