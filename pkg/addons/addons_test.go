@@ -32,7 +32,7 @@ func TestRenderCoreDNS(t *testing.T) {
 			}
 		}
 	}
-	if got := strings.Join(kinds, ","); got != "ServiceAccount,ClusterRole,ClusterRoleBinding,ConfigMap,Deployment,Service" {
+	if got := strings.Join(kinds, ","); got != "ServiceAccount,ClusterRole,ClusterRoleBinding,ConfigMap,Deployment,DaemonSet,Service" {
 		t.Fatalf("objects: %s", got)
 	}
 	if !strings.Contains(string(data), "image: kedge.local/coredns:test") {
