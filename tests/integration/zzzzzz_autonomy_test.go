@@ -13,7 +13,8 @@ import (
 )
 
 // autonomyApps: "auto" serves on a1 (the autonomous agent) with a
-// ConfigMap and a Secret mounted, behind a LoadBalancer Service; "optout"
+// ConfigMap and a Secret mounted, behind a LoadBalancer Service, and may
+// read the ConfigMap from the API (the hello image's /api); "optout"
 // runs on a1 too but asks for the upstream behaviour; "gone" runs on a1
 // and is deleted while a1 is cut off; "plain" runs on a2, an agent without
 // autonomy.
@@ -26,6 +27,17 @@ apiVersion: v1
 kind: Secret
 metadata: {name: secret-greeting}
 stringData: {greeting: hello-from-the-secret}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: read-greeting}
+rules: [{apiGroups: [""], resources: [configmaps], resourceNames: [greeting], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: read-greeting}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: read-greeting}
+subjects: [{kind: ServiceAccount, name: default, namespace: default}]
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -184,6 +196,15 @@ func TestZZZZZZAutonomy(t *testing.T) {
 			t.Fatalf("%s: %v", d, err)
 		}
 	}
+	// a1 has a CoreDNS of its own, a2 none.
+	eventually(t, 2*time.Minute, "CoreDNS runs on a1", func() error {
+		out, _ := kubectl("-n", "kube-system", "get", "pods", "-l", "kedge.io/coredns=autonomous", "-o", `jsonpath={range .items[*]}{.spec.nodeName}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+		if strings.TrimSpace(out) != "a1=True" {
+			return fmt.Errorf("CoreDNS pods of autonomous nodes: %q", out)
+		}
+		return nil
+	})
+	autoIP, _ := kubectl("get", "service", "auto", "-o", "jsonpath={.spec.clusterIP}")
 	url := "http://" + h.ip(2) + ":8080/"
 	client := h.hosts[3]
 	curl := func() error {
@@ -194,6 +215,39 @@ func TestZZZZZZAutonomy(t *testing.T) {
 		return nil
 	}
 	eventually(t, 2*time.Minute, "the LoadBalancer Service answers on a1", curl)
+	// readAPI has a pod of auto read the ConfigMap from the API with its
+	// service-account token; cached says the node's cache answered.
+	readAPI := func(cached bool) func() error {
+		return func() error {
+			out, err := inNetns(client, "curl", "-sS", "--max-time", "10", url+"api?path=/api/v1/namespaces/default/configmaps/greeting").CombinedOutput()
+			if err != nil || !strings.HasPrefix(string(out), "200 OK") || !strings.Contains(string(out), "hello-from-the-configmap") ||
+				strings.Contains(string(out), "cached copy") != cached {
+				return fmt.Errorf("%v %s", err, out)
+			}
+			return nil
+		}
+	}
+	eventually(t, time.Minute, "a pod of a1 reads a ConfigMap from the API", readAPI(false))
+	// resolve has a pod of auto look up auto's Service name.
+	resolve := func() error {
+		out, err := inNetns(client, "curl", "-sS", "--max-time", "10", url+"dns?name=auto.default.svc.cluster.local").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != autoIP {
+			return fmt.Errorf("%v %s, want %s", err, out, autoIP)
+		}
+		return nil
+	}
+	eventually(t, time.Minute, "a pod of a1 resolves a Service name", resolve)
+	if log := sinceStart(a1); !strings.Contains(log, "the node's pods reach the API through its cache") {
+		t.Errorf("the agent's log does not say its pods reach the API through the cache:\n%s", a1.logTail(40))
+	}
+	natRules := func() string {
+		out, _ := inNetns(a1.netns, "iptables-save", "-t", "nat").Output()
+		return string(out)
+	}
+	if rules := natRules(); !regexpLine(rules, `^-A KEDGE-API-CACHE -d 10\.43\.0\.1/32 -p tcp .*--dport 443 .*-j DNAT --to-destination `+regexp.QuoteMeta(h.ip(2))+`:`) ||
+		!regexpLine(rules, `^-A PREROUTING .*-j KEDGE-API-CACHE`) {
+		t.Errorf("a1's nat rules do not send the kubernetes Service to the cache:\n%s", rules)
+	}
 	autoPods, _ := kubectl("get", "pods", "-l", "app=auto", "-o", "jsonpath={.items[*].metadata.name}")
 	eventually(t, 30*time.Second, "the pods of a1 tolerate its being unreachable for ever", func() error {
 		out, _ := kubectl("get", "pods", "-l", "app=auto", "-o", `jsonpath={range .items[*]}{.spec.tolerations[?(@.key=="node.kubernetes.io/unreachable")].tolerationSeconds}|{end}`)
@@ -255,6 +309,8 @@ func TestZZZZZZAutonomy(t *testing.T) {
 			}
 			return nil
 		})
+		eventually(t, time.Minute, "a pod of a1 reads the ConfigMap from the node's cache", readAPI(true))
+		eventually(t, time.Minute, "a pod of a1 resolves a Service name, cut off", resolve)
 		// Longer than the toleration of the pods that have one.
 		time.Sleep(20 * time.Second)
 		if served, failed := stopAsking(); failed > 0 || served == 0 {
@@ -311,6 +367,9 @@ func TestZZZZZZAutonomy(t *testing.T) {
 		if curl() == nil {
 			t.Fatal("the Service still answers with every process of a1 gone")
 		}
+		if rules := natRules(); strings.Contains(rules, "KEDGE-") {
+			t.Errorf("kedge's nat rules left after killall:\n%s", rules)
+		}
 		if err := a1.start(); err != nil {
 			t.Fatal(err)
 		}
@@ -344,6 +403,8 @@ func TestZZZZZZAutonomy(t *testing.T) {
 			return nil
 		})
 		eventually(t, time.Minute, "the Service answers on a1 again, still cut off", curl)
+		eventually(t, time.Minute, "a pod started while cut off reads the ConfigMap from the node's cache", readAPI(true))
+		eventually(t, 2*time.Minute, "a pod started while cut off resolves a Service name (a1's CoreDNS, started from the cache)", resolve)
 		id := cid("auto")
 		for file, want := range map[string]string{"/cfg/greeting": "hello-from-the-configmap", "/sec/greeting": "hello-from-the-secret"} {
 			if out, err := crictl("exec", id, "cat", file); out != want {
@@ -375,6 +436,7 @@ func TestZZZZZZAutonomy(t *testing.T) {
 			return nil
 		})
 		eventually(t, time.Minute, "the Service answers on a1 again", curl)
+		eventually(t, time.Minute, "a pod of a1 reads the ConfigMap from the server again", readAPI(false))
 		eventually(t, 30*time.Second, "the last-contact label is gone", func() error {
 			if out, _ := kubectl("get", "node", "a1", "-o", "jsonpath={.metadata.labels}"); strings.Contains(out, "kedge.io/last-contact") {
 				return fmt.Errorf("labels: %s", out)
