@@ -139,6 +139,13 @@ func measureRun(ctx context.Context, spec childSpec, sys system, res *runResult)
 	}); err != nil {
 		return err
 	}
+	if k, ok := sys.(*kedgeSystem); ok {
+		if steps, err := k.trace(t0, res.Values); err == nil {
+			res.Raw["start_trace"] = steps
+		} else {
+			res.Notes = append(res.Notes, "no start trace: "+err.Error())
+		}
+	}
 	client = fastClient(sys.kubeconfig())
 	return measureGroups(ctx, spec, sys, client, t0, res)
 }

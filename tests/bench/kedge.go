@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +63,22 @@ func (k *kedgeSystem) start() error {
 }
 
 func (k *kedgeSystem) afterReady(context.Context) error { return nil }
+
+// trace is the start's milestones from kedge's log, with what the bench
+// itself saw (values: the run's start_* figures so far).
+func (k *kedgeSystem) trace(t0 time.Time, values map[string]float64) ([]traceStep, error) {
+	steps, err := startTrace(k.logFile(), t0)
+	if err != nil {
+		return nil, err
+	}
+	for key, step := range map[string]string{"start_readyz": "/readyz answers (bench)", "start_node": "node Ready (bench)", "start_system": "kube-system pods Ready (bench)"} {
+		if v, ok := values[key]; ok {
+			steps = append(steps, traceStep{Step: step, At: v})
+		}
+	}
+	sort.SliceStable(steps, func(i, j int) bool { return steps[i].At < steps[j].At })
+	return steps, nil
+}
 
 // processes: kedge and the containerd it runs as a child.
 func (k *kedgeSystem) processes() []proc {

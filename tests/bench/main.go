@@ -201,6 +201,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Print(res.table(o.systems))
+	fmt.Print(res.traces())
 	logf("raw samples in %s; took %s", o.jsonOut, res.Elapsed)
 	return nil
 }

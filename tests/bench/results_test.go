@@ -1,8 +1,13 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPercentile(t *testing.T) {
@@ -77,5 +82,42 @@ func TestParseOptions(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestStartTrace(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
+	log := filepath.Join(t.TempDir(), "kedge.log")
+	os.WriteFile(log, []byte(`time=2026-12-06T08:00:00.500Z level=INFO msg=starting component=kine
+time=2026-12-06T08:00:00.800Z level=INFO msg=ready component=kine took=300ms
+time=2026-12-06T08:00:02.000Z level=INFO msg=ready component=kube-apiserver took=1.2s
+time=2026-12-06T08:00:05.250Z level=INFO msg="flannel running" component=flannel backend=vxlan
+time=2026-12-06T08:00:05.000Z level=INFO msg="Successfully registered node" component=kubernetes node=n1
+time=2026-12-06T08:00:06.000Z level=INFO msg="Successfully registered node" component=kubernetes node=n1
+not a log line
+`), 0o644)
+	steps, err := startTrace(log, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range steps {
+		got = append(got, fmt.Sprintf("%s@%.2f", s.Step, s.At))
+	}
+	want := "kine ready@0.80 kube-apiserver ready@2.00 kubelet registered the node@5.00 flannel holds its lease@5.25"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("trace: %s\nwant: %s", strings.Join(got, " "), want)
+	}
+	table := traceTable("kedge", 1, steps)
+	if !strings.Contains(table, "| flannel holds its lease | 5.25 | 0.25 |") {
+		t.Errorf("table:\n%s", table)
+	}
+	r := &runResult{System: "kedge", Run: 1, Raw: map[string]any{}}
+	data, _ := json.Marshal(steps)
+	var raw any
+	json.Unmarshal(data, &raw)
+	r.Raw["start_trace"] = raw
+	if out := (&results{Runs: []*runResult{r}}).traces(); !strings.Contains(out, "start trace, kedge run 1") {
+		t.Errorf("traces: %q", out)
 	}
 }
