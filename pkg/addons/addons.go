@@ -115,6 +115,38 @@ func (d *Deployer) loop(ctx context.Context) {
 	}
 }
 
+// Prerequisite applies one embedded manifest ahead of the add-on
+// deployer, for components that need it before the deployer's first full
+// pass (the node's components need the RBAC of rbac.yaml). Ready applies
+// it until that works; the deployer keeps it applied afterwards.
+type Prerequisite struct {
+	Config   *rest.Config
+	Embedded fs.FS
+	File     string
+	Values   Values
+	Log      *slog.Logger
+
+	applier *Applier
+}
+
+func (p *Prerequisite) Name() string { return "addons-" + strings.TrimSuffix(p.File, ".yaml") }
+
+func (p *Prerequisite) Start(context.Context) error {
+	a, err := NewApplier(p.Config, p.Log)
+	p.applier = a
+	return err
+}
+
+func (p *Prerequisite) Ready(ctx context.Context) error {
+	data, err := Render(p.Embedded, p.File, p.Values)
+	if err != nil {
+		return err
+	}
+	return p.applier.Apply(ctx, p.File, data)
+}
+
+func (p *Prerequisite) Stop() error { return nil }
+
 // applyAll applies every enabled embedded add-on and every user manifest,
 // and deletes the objects of disabled add-ons.
 func (d *Deployer) applyAll(ctx context.Context) error {

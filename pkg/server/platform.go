@@ -30,22 +30,35 @@ import (
 	"github.com/kedge-dev/kedge/pkg/servicelb"
 )
 
-// platform lists what a server runs besides the control plane: the shared
-// informers (first), metrics-server (on every server), and the
-// cluster-wide controllers (add-on deployer, servicelb, HelmChart,
-// ingress), which run on one server at a time when there can be several.
-func platform(cfg config.Config, layout datadir.Layout, f pki.Files, supervisor *rest.Config, apiURL string, apiserver *lazyAPIServer, advertise string, ha bool, log *slog.Logger) ([]component.Component, error) {
+// serverPlatform is what a server runs besides the control plane, in
+// three parts the server puts around its own node's components.
+type serverPlatform struct {
+	// informers are the shared informers, first.
+	informers component.Component
+	// nodeRBAC applies the RBAC of the node's own components
+	// (manifests/rbac.yaml: flannel's, servicelb's, ...) before the node
+	// starts, so the node need not wait for the add-on deployer.
+	nodeRBAC component.Component
+	// controllers are the cluster-wide controllers (add-on deployer,
+	// servicelb, HelmChart, ingress), which run on one server at a time
+	// when there can be several, then metrics-server (on every server):
+	// none of them is on the node's way to Ready.
+	controllers []component.Component
+}
+
+// platform makes the server's platform.
+func platform(cfg config.Config, layout datadir.Layout, f pki.Files, supervisor *rest.Config, apiURL string, apiserver *lazyAPIServer, advertise string, ha bool, log *slog.Logger) (serverPlatform, error) {
 	disabled := map[string]bool{}
 	for _, a := range config.KnownAddons {
 		disabled[a] = cfg.Disabled(a)
 	}
 	ca, err := os.ReadFile(f.ServerCACert)
 	if err != nil {
-		return nil, err
+		return serverPlatform{}, err
 	}
 	shared, err := controller.NewInformers(supervisor)
 	if err != nil {
-		return nil, err
+		return serverPlatform{}, err
 	}
 	values := addons.Values{
 		ClusterDNS:     cfg.ClusterDNS,
@@ -60,19 +73,22 @@ func platform(cfg config.Config, layout datadir.Layout, f pki.Files, supervisor 
 	if !disabled["metrics-server"] {
 		ms, err := newMetricsServer(layout, f, apiURL, log.With("component", "metrics-server"))
 		if err != nil {
-			return nil, err
+			return serverPlatform{}, err
 		}
 		apiserver.LocalServices = map[string]*url.URL{metricsserver.Namespace + "/" + metricsserver.ServiceName: ms.URL()}
 		metrics = append(metrics, ms)
 	}
-	comps := []component.Component{shared.Component("informers")}
+	plat := serverPlatform{
+		informers: shared.Component("informers"),
+		nodeRBAC:  &addons.Prerequisite{Config: supervisor, Embedded: manifests.FS, File: "rbac.yaml", Values: values, Log: log.With("component", "addons")},
+	}
 	traefik, err := addons.Render(manifests.FS, "ingress/traefik.yaml", values)
 	if err != nil {
-		return nil, err
+		return serverPlatform{}, err
 	}
 	applier, err := addons.NewApplier(supervisor, log.With("component", "ingress"))
 	if err != nil {
-		return nil, err
+		return serverPlatform{}, err
 	}
 	clusterWide := []component.Component{
 		&addons.Deployer{
@@ -112,16 +128,17 @@ func platform(cfg config.Config, layout datadir.Layout, f pki.Files, supervisor 
 		Disabled:  disabled["ingress"],
 		Log:       log.With("component", "ingress"),
 	})
-	if !ha {
-		return append(append(comps, clusterWide...), metrics...), nil
+	if ha {
+		clusterWide = []component.Component{&leader.Elected{
+			Config:     supervisor,
+			Lease:      "kedge-controllers",
+			Identity:   agent.NodeName(cfg),
+			Components: clusterWide,
+			Log:        log.With("component", "leader"),
+		}}
 	}
-	return append(append(comps, &leader.Elected{
-		Config:     supervisor,
-		Lease:      "kedge-controllers",
-		Identity:   agent.NodeName(cfg),
-		Components: clusterWide,
-		Log:        log.With("component", "leader"),
-	}), metrics...), nil
+	plat.controllers = append(clusterWide, metrics...)
+	return plat, nil
 }
 
 // newMetricsServer gives metrics-server its serving certificate and

@@ -242,10 +242,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	components = append(components, plat...)
+	components = append(components, plat.informers)
 	if st.mode == storeEtcd {
-		components = append(components, etcdComponents(cfg, tlsFiles, nodeName, plat[0], log)...)
+		components = append(components, etcdComponents(cfg, tlsFiles, nodeName, plat.informers, log)...)
 	}
+	// The server's own node comes before the cluster-wide controllers,
+	// which it does not need: its way to Ready is the shortest.
 	if !cfg.DisableAgent {
 		// With more than one server, the server's own node reaches the
 		// API through the load balancer too, so it fails over as agents
@@ -260,8 +262,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)
 		}
-		components = append(components, node...)
+		components = append(append(components, plat.nodeRBAC), node...)
 	}
+	components = append(components, plat.controllers...)
 
 	return component.NewRunner(log).Run(ctx, components, func() {
 		log.Info("kedge server is ready",

@@ -149,7 +149,8 @@ func (n *node) dataDir() string { return filepath.Join(n.dir, "data") }
 func (n *node) logFile() string { return filepath.Join(n.dir, "kedge.log") }
 
 // startAgentNode starts a server with its agent and waits until the node
-// is Ready.
+// is Ready and the server says it is ready (its add-ons applied: the node
+// comes first).
 func startAgentNode(dir string, extra ...string) (*node, error) {
 	n, err := newNode(dir, extra, true)
 	if err != nil {
@@ -161,7 +162,22 @@ func startAgentNode(dir string, extra ...string) (*node, error) {
 	if err := n.waitReady(3 * time.Minute); err != nil {
 		return n, err
 	}
-	return n, n.waitNodeReady(3 * time.Minute)
+	if err := n.waitNodeReady(3 * time.Minute); err != nil {
+		return n, err
+	}
+	return n, n.waitLogged("kedge server is ready", time.Minute)
+}
+
+// waitLogged waits until kedge's log since its last start has msg.
+func (n *node) waitLogged(msg string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if strings.Contains(sinceStart(n), msg) {
+			return nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("kedge did not log %q within %s", msg, timeout)
 }
 
 func (n *node) waitNodeReady(timeout time.Duration) error {

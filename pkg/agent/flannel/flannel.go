@@ -107,9 +107,10 @@ func (f *Flannel) run(ctx context.Context) error {
 		return fmt.Errorf("flannel backend %q: %w", config.BackendType, err)
 	}
 	// The lease is the node's pod CIDR, which the controller manager
-	// assigns shortly after the node registers: retry until it is there.
+	// assigns shortly after the node registers: retry until it is there,
+	// soon at first (it is on the way to node Ready), then every 2 s.
 	var bn backend.Network
-	for {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		bn, err = be.RegisterNetwork(ctx, &f.wg, config)
 		if err == nil {
 			break
@@ -118,7 +119,7 @@ func (f *Flannel) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(2 * time.Second):
+		case <-time.After(wait):
 		}
 	}
 	tm := &iptables.IPTablesManager{}
