@@ -115,21 +115,22 @@ func (d *Deployer) loop(ctx context.Context) {
 	}
 }
 
-// Prerequisite applies one embedded manifest ahead of the add-on
-// deployer, for components that need it before the deployer's first full
-// pass (the node's components need the RBAC of rbac.yaml). Ready applies
-// it until that works; the deployer keeps it applied afterwards.
+// Prerequisite applies some embedded manifests ahead of the add-on
+// deployer, for components that need them before the deployer's first
+// full pass (the node's components need the RBAC of rbac.yaml and
+// local-storage.yaml). Ready applies them until that works; the deployer
+// keeps them applied afterwards.
 type Prerequisite struct {
 	Config   *rest.Config
 	Embedded fs.FS
-	File     string
+	Files    []string
 	Values   Values
 	Log      *slog.Logger
 
 	applier *Applier
 }
 
-func (p *Prerequisite) Name() string { return "addons-" + strings.TrimSuffix(p.File, ".yaml") }
+func (p *Prerequisite) Name() string { return "addons-prerequisites" }
 
 func (p *Prerequisite) Start(context.Context) error {
 	a, err := NewApplier(p.Config, p.Log)
@@ -138,11 +139,16 @@ func (p *Prerequisite) Start(context.Context) error {
 }
 
 func (p *Prerequisite) Ready(ctx context.Context) error {
-	data, err := Render(p.Embedded, p.File, p.Values)
-	if err != nil {
-		return err
+	for _, file := range p.Files {
+		data, err := Render(p.Embedded, file, p.Values)
+		if err != nil {
+			return err
+		}
+		if err := p.applier.Apply(ctx, file, data); err != nil {
+			return err
+		}
 	}
-	return p.applier.Apply(ctx, p.File, data)
+	return nil
 }
 
 func (p *Prerequisite) Stop() error { return nil }

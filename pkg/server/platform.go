@@ -36,8 +36,8 @@ type serverPlatform struct {
 	// informers are the shared informers, first.
 	informers component.Component
 	// nodeRBAC applies the RBAC of the node's own components
-	// (manifests/rbac.yaml: flannel's, servicelb's, ...) before the node
-	// starts, so the node need not wait for the add-on deployer.
+	// (manifests/rbac.yaml and local-storage.yaml) before the node starts,
+	// so the node need not wait for the add-on deployer.
 	nodeRBAC component.Component
 	// controllers are the cluster-wide controllers (add-on deployer,
 	// servicelb, HelmChart, ingress), which run on one server at a time
@@ -78,9 +78,15 @@ func platform(cfg config.Config, layout datadir.Layout, f pki.Files, supervisor 
 		apiserver.LocalServices = map[string]*url.URL{metricsserver.Namespace + "/" + metricsserver.ServiceName: ms.URL()}
 		metrics = append(metrics, ms)
 	}
+	// The node's components need their RBAC before it starts: flannel's,
+	// servicelb's (rbac.yaml), the storage provisioner's.
+	nodeFiles := []string{"rbac.yaml"}
+	if !disabled["local-storage"] {
+		nodeFiles = append(nodeFiles, "local-storage.yaml")
+	}
 	plat := serverPlatform{
 		informers: shared.Component("informers"),
-		nodeRBAC:  &addons.Prerequisite{Config: supervisor, Embedded: manifests.FS, File: "rbac.yaml", Values: values, Log: log.With("component", "addons")},
+		nodeRBAC:  &addons.Prerequisite{Config: supervisor, Embedded: manifests.FS, Files: nodeFiles, Values: values, Log: log.With("component", "addons")},
 	}
 	traefik, err := addons.Render(manifests.FS, "ingress/traefik.yaml", values)
 	if err != nil {
