@@ -561,6 +561,23 @@ kill_shims() {
     kill -KILL $pids 2>/dev/null || true
 }
 
+# kill_orphan_containers kills containers whose shim is gone (it died,
+# or was killed, without them): their init PIDs are in containerd's task
+# state in the run dir. A PID is killed only if its cgroup names the
+# container, so a PID reused since is left alone.
+kill_orphan_containers() {
+    for pidfile in "$KEDGE_RUN_DIR"/containerd/state/io.containerd.runtime.v2.task/*/*/init.pid; do
+        [ -f "$pidfile" ] || continue
+        dir=${pidfile%/init.pid}
+        id=${dir##*/}
+        pid=$(cat "$pidfile" 2>/dev/null) || continue
+        case $pid in '' | *[!0-9]*) continue ;; esac
+        grep -q -e "$id" "/proc/$pid/cgroup" 2>/dev/null || continue
+        info "killing container $id (pid $pid), whose shim is gone"
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+
 # unmount_under DIR: unmount everything mounted under DIR, deepest first.
 unmount_under() {
     [ -d "$1" ] || return 0
@@ -658,6 +675,7 @@ main() {
     stop_pidfile "$KEDGE_RUN_DIR/kedge.pid"
     stop_pidfile "$KEDGE_RUN_DIR/containerd/containerd.pid"
     kill_shims
+    kill_orphan_containers
     unmount_under "$KEDGE_RUN_DIR"
     unmount_under "$KEDGE_DATA_DIR/agent/kubelet"
     unmount_under "$KEDGE_DATA_DIR/agent/containerd"

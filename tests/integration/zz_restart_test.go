@@ -92,12 +92,20 @@ func TestZZZKillallCleansUp(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	socket := filepath.Join(shared.dir, "run", "containerd", "containerd.sock")
-	if n := len(shimsOf(socket)); n == 0 {
+	shims := shimsOf(socket)
+	if len(shims) == 0 {
 		t.Fatalf("no shim survived the stop of kedge: pods should keep running")
+	}
+	// A shim that died without its containers: killall finds them too.
+	if out, err := exec.Command("kill", "-KILL", shims[0]).CombinedOutput(); err != nil {
+		t.Fatalf("kill shim %s: %v %s", shims[0], err, out)
 	}
 	out, err := killall(shared)
 	if err != nil {
 		t.Fatalf("kedge-killall.sh: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "whose shim is gone") {
+		t.Errorf("kedge-killall.sh did not find the containers of the dead shim:\n%s", out)
 	}
 	if shims := shimsOf(socket); len(shims) > 0 {
 		t.Errorf("shims left after killall: %v", shims)
