@@ -35,6 +35,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/controlplane"
 	"github.com/kedge-dev/kedge/pkg/datadir"
 	"github.com/kedge-dev/kedge/pkg/join"
+	"github.com/kedge-dev/kedge/pkg/netpol"
 	"github.com/kedge-dev/kedge/pkg/payload"
 	"github.com/kedge-dev/kedge/pkg/pki"
 	"github.com/kedge-dev/kedge/pkg/servicelb"
@@ -346,6 +347,19 @@ func Components(o Options) ([]component.Component, error) {
 	components = append(components, writer)
 	if !c.DisableKubeProxy {
 		components = append(components, &kubeproxy.Proxy{Args: proxyArgs, Log: o.Log.With("component", "kube-proxy")})
+	}
+	if c.DisableNetworkPolicy {
+		netpol.Remove() // a chain left from a run with policies would drop
+	} else {
+		npKC, err := issueKubeconfig(o, p, join.KindNetworkPolicy, filepath.Join(p.root, "network-policy.kubeconfig"))
+		if err != nil {
+			return nil, err
+		}
+		npConfig, err := clientcmd.BuildConfigFromFlags("", npKC)
+		if err != nil {
+			return nil, err
+		}
+		components = append(components, &netpol.Enforcer{Config: npConfig, NodeName: name, Log: o.Log.With("component", "network-policy")})
 	}
 	if o.cache != nil {
 		podsPort := 0

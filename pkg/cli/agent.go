@@ -42,7 +42,7 @@ an agent shares the credentials of a server on the same host (same
 			if err != nil {
 				return err
 			}
-			if err := kernel.Require(kernel.Needed(cfg.FlannelBackend)); err != nil {
+			if err := kernel.Require(kernel.Needed(cfg.FlannelBackend, !cfg.DisableNetworkPolicy)); err != nil {
 				return err
 			}
 			removePID, err := datadir.WritePIDFile(cfg.RunDir, "kedge-agent")

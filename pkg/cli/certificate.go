@@ -32,6 +32,7 @@ var certServices = map[string][]string{
 	"flannel":            {"client-flannel"},
 	"servicelb":          {"client-servicelb"},
 	"local-storage":      {"client-local-storage"},
+	"network-policy":     {"client-network-policy"},
 }
 
 func newCertificateCommand(out io.Writer) *cobra.Command {

@@ -12,14 +12,16 @@ import (
 
 func newCheckConfigCommand(out io.Writer) *cobra.Command {
 	var backend string
+	var noPolicy bool
 	cmd := &cobra.Command{
 		Use:   "check-config [KERNEL-CONFIG]",
 		Short: "Check that this kernel has what a kedge node needs, without starting anything",
 		Long: `check-config reads the kernel's build configuration (/proc/config.gz or
 /boot/config-<release>; or KERNEL-CONFIG, or $` + kernel.ConfigEnv + `) and lists
 each feature a kedge node needs: namespaces, cgroups, overlayfs, bridge,
-veth, netfilter and the iptables matches kube-proxy uses, and VXLAN for
---flannel-backend vxlan. A feature built as a module counts when the
+veth, netfilter and the iptables matches kube-proxy uses, the netlink
+queue and iptables parts NetworkPolicy enforcement uses (unless
+--disable-network-policy), and VXLAN for --flannel-backend vxlan. A feature built as a module counts when the
 module is loaded or installed under /lib/modules.
 
 kedge server and kedge agent run the same check before they write or
@@ -35,7 +37,7 @@ fail.`,
 			if len(args) == 1 {
 				c.Config = args[0]
 			}
-			r, err := c.Check(kernel.Needed(backend))
+			r, err := c.Check(kernel.Needed(backend, !noPolicy))
 			if err != nil {
 				return err
 			}
@@ -44,5 +46,6 @@ fail.`,
 		},
 	}
 	cmd.Flags().StringVar(&backend, "flannel-backend", "vxlan", "the pod network backend to check for: vxlan, host-gw or none")
+	cmd.Flags().BoolVar(&noPolicy, "disable-network-policy", false, "leave out what NetworkPolicy enforcement needs")
 	return cmd
 }

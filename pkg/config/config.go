@@ -103,8 +103,10 @@ type Agent struct {
 	FlannelBackend   string
 	FlannelIface     string
 	DisableKubeProxy bool
-	PauseImage       string
-	PrivateRegistry  string
+	// DisableNetworkPolicy turns off NetworkPolicy enforcement.
+	DisableNetworkPolicy bool
+	PauseImage           string
+	PrivateRegistry      string
 	// DefaultLocalStoragePath holds the node's local-path volumes.
 	DefaultLocalStoragePath string
 	// LBServerPort is the agent's local load balancer to the servers.
@@ -176,6 +178,7 @@ func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.FlannelIface, "flannel-iface", "", "interface flannel uses between nodes (default: the default route's)")
 	fs.StringArrayVar(&a.KubeProxyArgs, "kube-proxy-arg", nil, "extra kube-proxy flag as key=value (repeatable; e.g. proxy-mode=nftables)")
 	fs.BoolVar(&a.DisableKubeProxy, "disable-kube-proxy", false, "do not run kube-proxy (bring your own Service proxy)")
+	fs.BoolVar(&a.DisableNetworkPolicy, "disable-network-policy", false, "do not enforce NetworkPolicy on this node (bring your own policy engine)")
 	fs.StringVar(&a.PauseImage, "pause-image", DefaultPauseImage, "sandbox (pause) image; the default ships inside kedge")
 	fs.StringVar(&a.PrivateRegistry, "private-registry", DefaultRegistriesFile, "registry configuration (mirrors, auth, TLS), as in k3s's registries.yaml")
 	fs.StringVar(&a.DefaultLocalStoragePath, "default-local-storage-path", "", "directory holding this node's local-path volumes (default: <data-dir>/storage)")

@@ -35,6 +35,7 @@ const (
 	KindFlannel        = "flannel"         // system:kedge-flannel
 	KindServiceLB      = "servicelb"       // system:kedge-servicelb
 	KindLocalStorage   = "local-storage"   // system:kedge-local-storage
+	KindNetworkPolicy  = "network-policy"  // system:kedge-network-policy
 )
 
 // LeafFor is the certificate of kind for node: the server's decision,
@@ -53,6 +54,8 @@ func LeafFor(kind, node string, sans []string) (leaf pki.Leaf, clientCert bool, 
 		return pki.Leaf{CommonName: "system:kedge-servicelb"}, true, nil
 	case KindLocalStorage:
 		return pki.Leaf{CommonName: "system:kedge-local-storage"}, true, nil
+	case KindNetworkPolicy:
+		return pki.Leaf{CommonName: "system:kedge-network-policy"}, true, nil
 	}
 	return pki.Leaf{}, false, fmt.Errorf("unknown certificate kind %q", kind)
 }

@@ -36,8 +36,9 @@ type Feature struct {
 // is built as one.
 type Option struct{ Config, Module string }
 
-// Needed lists what a node with the given flannel backend needs.
-func Needed(flannelBackend string) []Feature {
+// Needed lists what a node with the given flannel backend needs, and
+// with NetworkPolicy enforcement when networkPolicy is set.
+func Needed(flannelBackend string, networkPolicy bool) []Feature {
 	one := func(name, why, config, module string) Feature {
 		return Feature{Name: name, For: why, Any: []Option{{config, module}}}
 	}
@@ -59,6 +60,14 @@ func Needed(flannelBackend string) []Feature {
 		one("iptables addrtype match", "kube-proxy", "NETFILTER_XT_MATCH_ADDRTYPE", "xt_addrtype"),
 		one("iptables multiport match", "kube-proxy", "NETFILTER_XT_MATCH_MULTIPORT", "xt_multiport"),
 		one("bridge netfilter", "Services between pods of one node", "BRIDGE_NETFILTER", "br_netfilter"),
+	}
+	if networkPolicy {
+		f = append(f,
+			one("netlink queue", "NetworkPolicy: the policy engine reads new connections from it", "NETFILTER_NETLINK_QUEUE", "nfnetlink_queue"),
+			one("iptables NFQUEUE target", "NetworkPolicy", "NETFILTER_XT_TARGET_NFQUEUE", "xt_NFQUEUE"),
+			one("iptables owner match", "NetworkPolicy (the host's own probes pass)", "NETFILTER_XT_MATCH_OWNER", "xt_owner"),
+			Feature{Name: "iptables mangle table", For: "NetworkPolicy", Any: []Option{{"IP_NF_MANGLE", "iptable_mangle"}, {"NFT_COMPAT", "nft_compat"}}},
+		)
 	}
 	if flannelBackend == "vxlan" {
 		f = append(f, one("VXLAN", "--flannel-backend vxlan: the pod network between nodes", "VXLAN", "vxlan"))

@@ -52,7 +52,7 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := Checker{Root: root}.evaluate(config, cfg, false, release, Needed("vxlan"))
+	r := Checker{Root: root}.evaluate(config, cfg, false, release, Needed("vxlan", false))
 	for name, want := range map[string]Status{
 		"network namespaces":             Present, // =y
 		"veth":                           Present, // =m, installed (compressed module)
@@ -73,11 +73,19 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("error: %v", err)
 	}
 	// host-gw needs no VXLAN.
-	r, _ = Checker{Config: cfg}.Check(Needed("host-gw"))
+	r, _ = Checker{Config: cfg}.Check(Needed("host-gw", false))
 	for _, res := range r.Results {
 		if res.Name == "VXLAN" {
 			t.Fatal("VXLAN checked for host-gw")
 		}
+		if res.Name == "netlink queue" {
+			t.Fatal("netlink queue checked with network policy off")
+		}
+	}
+	// NetworkPolicy enforcement needs the netlink queue.
+	r, _ = Checker{Config: cfg}.Check(Needed("host-gw", true))
+	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "netlink queue (for NetworkPolicy") {
+		t.Fatalf("with network policy, no netlink queue: %v", err)
 	}
 }
 
@@ -103,7 +111,7 @@ func TestExplicitConfig(t *testing.T) {
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "sys/module/vxlan"), 0o755)
 	cfg := writeConfig(t, t.TempDir(), "CONFIG_VETH=m\n# CONFIG_VXLAN is not set\n", false)
-	r, err := Checker{Config: cfg, Root: root}.Check(Needed("vxlan"))
+	r, err := Checker{Config: cfg, Root: root}.Check(Needed("vxlan", false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +124,7 @@ func TestExplicitConfig(t *testing.T) {
 }
 
 func TestExplicitConfigMissing(t *testing.T) {
-	if _, err := (Checker{Config: filepath.Join(t.TempDir(), "nope")}).Check(Needed("vxlan")); err == nil {
+	if _, err := (Checker{Config: filepath.Join(t.TempDir(), "nope")}).Check(Needed("vxlan", false)); err == nil {
 		t.Fatal("a missing explicit configuration file was ignored")
 	}
 }

@@ -69,7 +69,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	if !cfg.DisableAgent {
-		if err := kernel.Require(kernel.Needed(cfg.FlannelBackend)); err != nil {
+		if err := kernel.Require(kernel.Needed(cfg.FlannelBackend, !cfg.DisableNetworkPolicy)); err != nil {
 			return err
 		}
 	}

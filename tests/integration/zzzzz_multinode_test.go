@@ -59,8 +59,8 @@ func vethPair(t *testing.T, a, ifA string, addrsA []string, b, ifB string, addrs
 
 // Two nodes, each in a network namespace of its own joined by a veth pair:
 // a server on 10.250.0.1 and an agent on 10.250.0.2. Pods on the two nodes
-// reach each other through flannel (VXLAN, then host-gw), and a Service
-// and DNS work across nodes.
+// reach each other through flannel (VXLAN, then host-gw), a Service and
+// DNS work across nodes, and NetworkPolicy holds between them.
 func TestZZZZZTwoNodes(t *testing.T) {
 	for _, backend := range []string{"vxlan", "host-gw"} {
 		t.Run(backend, func(t *testing.T) { twoNodes(t, backend) })
@@ -231,4 +231,8 @@ spec:
 		}
 		return nil
 	})
+	// Enforcement is the same whatever carries the packets between nodes.
+	if backend == "vxlan" {
+		t.Run("network policy", func(t *testing.T) { networkPolicies(t, a, b, nsB) })
+	}
 }

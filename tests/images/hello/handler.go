@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -68,6 +69,30 @@ func newHandler(name string, start time.Time, failAfter time.Duration) http.Hand
 			return
 		}
 		fmt.Fprintln(w, strings.Join(addrs, " "))
+	})
+	// /tcp?addr=HOST:PORT gets http://HOST:PORT/ on a new connection,
+	// giving up after 2 s, and returns the answer: the TCP client of
+	// NetworkPolicy tests (busybox's wget -T crashes).
+	mux.HandleFunc("GET /tcp", func(w http.ResponseWriter, r *http.Request) {
+		client := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Get("http://" + r.URL.Query().Get("addr") + "/")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		io.Copy(w, resp.Body)
+	})
+	// /udp?addr=HOST:PORT sends one datagram to HOST:PORT from a new socket
+	// (a new connection to conntrack) and returns the answer: the client
+	// of UDP NetworkPolicy tests.
+	mux.HandleFunc("GET /udp", func(w http.ResponseWriter, r *http.Request) {
+		answer, err := udpExchange(r.URL.Query().Get("addr"), "hi", 2*time.Second)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprintln(w, answer)
 	})
 	// /ws echoes each WebSocket message, prefixed with the pod's name.
 	mux.Handle("GET /ws", websocket.Handler(func(c *websocket.Conn) {

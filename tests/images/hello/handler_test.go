@@ -133,3 +133,28 @@ func TestUDPEchoAndProbe(t *testing.T) {
 	}
 	t.Fatal("no UDP answer")
 }
+
+func TestUDPExchange(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 100)
+		n, from, err := pc.ReadFrom(buf)
+		if err == nil {
+			pc.WriteTo(append([]byte("echo "), buf[:n]...), from)
+		}
+	}()
+	got, err := udpExchange(pc.LocalAddr().String(), "hi", 2*time.Second)
+	if err != nil || got != "echo hi" {
+		t.Fatalf("exchange: %q, %v", got, err)
+	}
+	// Nobody answers: the exchange times out instead of hanging.
+	pc2, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	defer pc2.Close()
+	if _, err := udpExchange(pc2.LocalAddr().String(), "hi", 200*time.Millisecond); err == nil {
+		t.Fatal("an exchange without an answer succeeded")
+	}
+}

@@ -9,8 +9,11 @@
 // /burn?ms=N uses a CPU for N ms (autoscaling tests), /ws echoes
 // WebSocket messages (Ingress tests), /api?path=P reads P from the
 // Kubernetes API with the pod's service-account token and /dns?name=N
-// resolves N (autonomy tests). The same port answers UDP datagrams;
-// --udp-probe HOST:PORT makes it the client of UDP tests instead.
+// resolves N (autonomy tests), /tcp?addr=HOST:PORT and /udp?addr=HOST:PORT
+// make one new connection to HOST:PORT and return the answer
+// (NetworkPolicy tests). The same
+// port answers UDP datagrams; --udp-probe HOST:PORT makes it the client of
+// UDP tests instead.
 package main
 
 import (

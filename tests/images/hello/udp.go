@@ -63,3 +63,23 @@ func probeUDP(ctx context.Context, target string, interval time.Duration) error 
 	}
 	return nil
 }
+
+// udpExchange sends msg to addr from a new socket and waits up to timeout
+// for one answer.
+func udpExchange(addr, msg string, timeout time.Duration) (string, error) {
+	conn, err := net.DialTimeout("udp", addr, timeout)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 512)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
