@@ -160,8 +160,9 @@ remove_unused_portmap_chains() {
 
 # remove_kube_proxy_rules removes kube-proxy's chains (its own KUBE-
 # namespace), flannel's (FLANNEL-) and kedge's own (KEDGE-: the node API
-# cache's redirect for pods) and every rule jumping to them, one table at
-# a time, and kube-proxy's nftables tables.
+# cache's redirect for pods, the NetworkPolicy queue) and every rule
+# jumping to them, one table at a time, kube-proxy's nftables tables and
+# the NetworkPolicy engine's.
 remove_kube_proxy_rules() {
     for ipt in iptables ip6tables; do
         command -v "$ipt-save" >/dev/null 2>&1 || continue
@@ -178,6 +179,7 @@ remove_kube_proxy_rules() {
         for family in ip ip6; do
             nft delete table "$family" kube-proxy 2>/dev/null || true
         done
+        nft delete table inet kedge-network-policies 2>/dev/null || true
     fi
 }
 

@@ -130,8 +130,8 @@ func TestZZZKillallCleansUp(t *testing.T) {
 	if rules, _ := exec.Command("iptables-save", "-t", "nat").Output(); strings.Contains(string(rules), `name: \"kedge\"`) {
 		t.Errorf("iptables rules of kedge's network left after killall")
 	}
-	if rules, _ := exec.Command("iptables-save").Output(); strings.Contains(string(rules), "KUBE-") || strings.Contains(string(rules), "CNI-") || strings.Contains(string(rules), "FLANNEL-") {
-		t.Errorf("kube-proxy's or the CNI plugins' iptables rules left after killall:\n%s", rules)
+	if rules, _ := exec.Command("iptables-save").Output(); strings.Contains(string(rules), "KUBE-") || strings.Contains(string(rules), "CNI-") || strings.Contains(string(rules), "FLANNEL-") || strings.Contains(string(rules), "KEDGE-") {
+		t.Errorf("kube-proxy's, the CNI plugins' or kedge's iptables rules left after killall:\n%s", rules)
 	}
 	if rules, _ := exec.Command("nft", "list", "ruleset").Output(); strings.Contains(string(rules), "net: kedge") || strings.Contains(string(rules), "kube-proxy") {
 		t.Errorf("nftables rules of kedge's network or kube-proxy left after killall:\n%s", rules)
