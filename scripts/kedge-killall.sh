@@ -183,6 +183,17 @@ remove_kube_proxy_rules() {
     fi
 }
 
+# use_carried_tools puts the iptables, nft and conntrack kedge carries
+# (unpacked under the data dir) first on PATH, as kedge itself does, so
+# its rules are found on a host without those packages.
+use_carried_tools() {
+    for dir in "$KEDGE_DATA_DIR"/data/*/nettools/sbin; do
+        [ -x "$dir/iptables" ] || continue
+        PATH=$dir:$PATH
+    done
+    export PATH
+}
+
 main() {
     KEDGE_DATA_DIR=${KEDGE_DATA_DIR:-/var/lib/kedge}
     KEDGE_RUN_DIR=${KEDGE_RUN_DIR:-/run/kedge}
@@ -190,6 +201,7 @@ main() {
         info "must run as root"
         exit 1
     fi
+    use_carried_tools
     stop_pidfile "$KEDGE_RUN_DIR/kedge-agent.pid"
     stop_pidfile "$KEDGE_RUN_DIR/kedge.pid"
     stop_pidfile "$KEDGE_RUN_DIR/containerd/containerd.pid"

@@ -28,6 +28,7 @@ import (
 	"github.com/kedge-dev/kedge/pkg/agent/kubelet"
 	"github.com/kedge-dev/kedge/pkg/agent/kubeproxy"
 	"github.com/kedge-dev/kedge/pkg/agent/loadbalancer"
+	"github.com/kedge-dev/kedge/pkg/agent/nettools"
 	"github.com/kedge-dev/kedge/pkg/agent/registries"
 	"github.com/kedge-dev/kedge/pkg/autonomy"
 	"github.com/kedge-dev/kedge/pkg/component"
@@ -145,6 +146,9 @@ func Components(o Options) ([]component.Component, error) {
 	p := paths{root: layout.Agent(), run: c.RunDir}
 	binDir, err := payload.Extract(c.DataDir)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := nettools.Setup(binDir, c.PreferBundledBin, o.Log.With("component", "nettools")); err != nil {
 		return nil, err
 	}
 	facts := hostinfo.Detect()

@@ -105,8 +105,11 @@ type Agent struct {
 	DisableKubeProxy bool
 	// DisableNetworkPolicy turns off NetworkPolicy enforcement.
 	DisableNetworkPolicy bool
-	PauseImage           string
-	PrivateRegistry      string
+	// PreferBundledBin puts the networking tools kedge carries ahead of
+	// the host's on PATH.
+	PreferBundledBin bool
+	PauseImage       string
+	PrivateRegistry  string
 	// DefaultLocalStoragePath holds the node's local-path volumes.
 	DefaultLocalStoragePath string
 	// LBServerPort is the agent's local load balancer to the servers.
@@ -179,6 +182,7 @@ func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&a.KubeProxyArgs, "kube-proxy-arg", nil, "extra kube-proxy flag as key=value (repeatable; e.g. proxy-mode=nftables)")
 	fs.BoolVar(&a.DisableKubeProxy, "disable-kube-proxy", false, "do not run kube-proxy (bring your own Service proxy)")
 	fs.BoolVar(&a.DisableNetworkPolicy, "disable-network-policy", false, "do not enforce NetworkPolicy on this node (bring your own policy engine)")
+	fs.BoolVar(&a.PreferBundledBin, "prefer-bundled-bin", true, "use the iptables, ip6tables, nft and conntrack kedge carries rather than the host's (false: the host's first, kedge's where the host has none)")
 	fs.StringVar(&a.PauseImage, "pause-image", DefaultPauseImage, "sandbox (pause) image; the default ships inside kedge")
 	fs.StringVar(&a.PrivateRegistry, "private-registry", DefaultRegistriesFile, "registry configuration (mirrors, auth, TLS), as in k3s's registries.yaml")
 	fs.StringVar(&a.DefaultLocalStoragePath, "default-local-storage-path", "", "directory holding this node's local-path volumes (default: <data-dir>/storage)")

@@ -94,10 +94,39 @@ func startLBNode(t *testing.T, n *node, extra ...string) {
 	})
 }
 
+// toolFreePath is a PATH of one directory linking every program of the
+// host's PATH directories except the networking tools kedge carries
+// (iptables, ip6tables, nft, conntrack and their kin): a host without
+// those packages.
+func toolFreePath(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			name := e.Name()
+			if strings.HasPrefix(name, "iptables") || strings.HasPrefix(name, "ip6tables") || strings.HasPrefix(name, "xtables") ||
+				strings.HasPrefix(name, "ebtables") || strings.HasPrefix(name, "arptables") || name == "nft" || name == "conntrack" {
+				continue
+			}
+			os.Symlink(filepath.Join(d, name), filepath.Join(dir, name)) // the first directory wins, as on PATH
+		}
+	}
+	for _, tool := range []string{"iptables", "iptables-restore", "ip6tables", "nft", "conntrack"} {
+		cmd := exec.Command("sh", "-c", "command -v "+tool)
+		cmd.Env = []string{"PATH=" + dir}
+		if out, err := cmd.Output(); err == nil {
+			t.Fatalf("%s is still on the tool-free PATH: %s", tool, out)
+		}
+	}
+	return dir
+}
+
 // LoadBalancer Services on a node in its own network namespace: the
 // beginners' walkthroughs as written, source ranges, externalTrafficPolicy
 // Local, node selection, established connections across a restart, the
-// nftables kube-proxy and --disable servicelb.
+// nftables kube-proxy and --disable servicelb. The node's PATH has no
+// iptables, nft or conntrack: it runs on the ones kedge carries.
 func TestZZZZYServiceLB(t *testing.T) {
 	vethPair(t, lbNS, "kedge-lbn", []string{lbNodeIP + "/24"}, lbClientNS, "kedge-lbc", []string{lbClientIP + "/24", lbOtherClientIP + "/24"})
 	t.Cleanup(cgroupRoot(t, "kedge-test-lb"))
@@ -114,6 +143,7 @@ func TestZZZZYServiceLB(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.netns = lbNS
+	n.env = []string{"PATH=" + toolFreePath(t)}
 	for _, img := range []string{"simple-server.tar", "flask-hello.tar", "hello-v1.tar", "hello-v2.tar"} {
 		copyFile(filepath.Join(imagesDir, img), filepath.Join(n.dataDir(), "agent", "images", img))
 	}
@@ -127,6 +157,9 @@ func TestZZZZYServiceLB(t *testing.T) {
 		}
 	})
 	startLBNode(t, n)
+	if log := sinceStart(n); !strings.Contains(log, `msg="networking tools"`) || !strings.Contains(log, "preferBundled=true") {
+		t.Fatalf("the node did not set up the networking tools kedge carries:\n%s", n.report(40))
+	}
 
 	t.Run("walkthrough imperative", func(t *testing.T) { lbImperative(t, n) })
 	t.Run("walkthrough two files", func(t *testing.T) { lbTwoFiles(t, n) })
