@@ -128,15 +128,26 @@ func NodeName(c config.Config) string {
 	return name
 }
 
-// NodeIP is --node-ip, else the address of the default route's interface.
-func NodeIP(c config.Config) string {
+// NodeIP is the node's primary address: the first of --node-ip, else the
+// address of the default route's interface.
+func NodeIP(c config.Config) string { return NodeIPs(c)[0] }
+
+// NodeIPs are --node-ip's addresses (two on a dual-stack node), else the
+// address of the default route's interface.
+func NodeIPs(c config.Config) []string {
 	if c.NodeIP != "" {
-		return c.NodeIP
+		if ips, err := config.ParseIPs(c.NodeIP); err == nil {
+			var out []string
+			for _, ip := range ips {
+				out = append(out, ip.String())
+			}
+			return out
+		}
 	}
 	if ip, err := utilnet.ResolveBindAddress(nil); err == nil && ip != nil {
-		return ip.String()
+		return []string{ip.String()}
 	}
-	return "127.0.0.1"
+	return []string{"127.0.0.1"}
 }
 
 // Components prepares the node and returns its components in start order.
@@ -152,7 +163,8 @@ func Components(o Options) ([]component.Component, error) {
 		return nil, err
 	}
 	facts := hostinfo.Detect()
-	name, ip := NodeName(c), NodeIP(c)
+	name, ips := NodeName(c), NodeIPs(c)
+	ip := ips[0]
 	var lb *loadbalancer.LB
 	if o.LoadBalance {
 		u, err := url.Parse(o.ServerURL)
@@ -194,7 +206,7 @@ func Components(o Options) ([]component.Component, error) {
 		if err := o.Creds.Issuer.Issue(join.KindKubelet, clientCert, clientKey, nil); err != nil {
 			return fmt.Errorf("kubelet client certificate: %w", err)
 		}
-		if err := o.Creds.Issuer.Issue(join.KindKubeletServing, servingCert, servingKey, []string{name, hostname, ip, "localhost", "127.0.0.1"}); err != nil {
+		if err := o.Creds.Issuer.Issue(join.KindKubeletServing, servingCert, servingKey, append([]string{name, hostname, "localhost", "127.0.0.1"}, ips...)); err != nil {
 			return fmt.Errorf("kubelet serving certificate: %w", err)
 		}
 		return nil
@@ -252,7 +264,7 @@ func Components(o Options) ([]component.Component, error) {
 	kargs := controlplane.Args{
 		"kubeconfig":        p.kubeconfig(),
 		"hostname-override": name,
-		"node-ip":           ip,
+		"node-ip":           strings.Join(ips, ","),
 		"root-dir":          kubelet.RootDir(c.DataDir),
 	}
 	labels := c.NodeLabels
@@ -280,7 +292,7 @@ func Components(o Options) ([]component.Component, error) {
 		TLSKeyFile:            servingKey,
 		CgroupDriver:          facts.CgroupDriver(),
 		CgroupV1:              !facts.CgroupV2,
-		ClusterDNS:            c.ClusterDNS,
+		ClusterDNS:            c.ClusterDNSIP(),
 		ClusterDomain:         c.ClusterDomain,
 		RuntimeEndpoint:       "unix://" + p.socket(),
 		StaticPodPath:         filepath.Join(p.root, "pod-manifests"),
@@ -334,12 +346,14 @@ func Components(o Options) ([]component.Component, error) {
 		&images.Importer{Socket: p.socket(), Dir: layout.ImagesDir(), Builtin: builtin, Interval: 2 * time.Second, Log: o.Log.With("component", "images")},
 		&kubelet.Kubelet{ConfigFile: p.kubeletConfig(), Args: kargs, HealthzURL: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(hport)) + "/healthz", Log: o.Log.With("component", "kubelet")},
 	)
-	writer := &cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Log: o.Log.With("component", "cni")}
+	writer := &cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Families: families(c.ClusterCIDR), Log: o.Log.With("component", "cni")}
 	if c.FlannelBackend != "none" {
 		fl := &flannel.Flannel{
 			Kubeconfig:  flannelKC,
 			NodeName:    name,
 			ClusterCIDR: c.ClusterCIDR,
+			IPv6Masq:    c.FlannelIPv6Masq,
+			KeyFile:     filepath.Join(p.root, "etc", "flannel", "wireguard.key"),
 			Backend:     c.FlannelBackend,
 			Iface:       c.FlannelIface,
 			Dir:         filepath.Join(c.RunDir, "flannel"),
@@ -397,6 +411,20 @@ func Components(o Options) ([]component.Component, error) {
 	}
 	components = append(components, &pki.Renewer{Ensure: issueKubelet, Dirs: []string{p.tls()}, Log: o.Log.With("component", "certificates")})
 	return components, nil
+}
+
+// families are the IP families (4, 6) of cidrs.
+func families(cidrs string) []int {
+	prefixes, _ := config.ParseCIDRs(cidrs)
+	var out []int
+	for _, p := range prefixes {
+		if p.Addr().Is4() {
+			out = append(out, 4)
+		} else {
+			out = append(out, 6)
+		}
+	}
+	return out
 }
 
 // issueKubeconfig gives one of the agent's own components an identity of

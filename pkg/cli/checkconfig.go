@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kedge-dev/kedge/pkg/config"
 	"github.com/kedge-dev/kedge/pkg/kernel"
 )
 
@@ -21,7 +23,8 @@ func newCheckConfigCommand(out io.Writer) *cobra.Command {
 each feature a kedge node needs: namespaces, cgroups, overlayfs, bridge,
 veth, netfilter and the iptables matches kube-proxy uses, the netlink
 queue and iptables parts NetworkPolicy enforcement uses (unless
---disable-network-policy), and VXLAN for --flannel-backend vxlan. A feature built as a module counts when the
+--disable-network-policy), VXLAN for --flannel-backend vxlan and WireGuard
+for --flannel-backend wireguard-native. A feature built as a module counts when the
 module is loaded or installed under /lib/modules.
 
 kedge server and kedge agent run the same check before they write or
@@ -30,8 +33,8 @@ when something is missing; "unknown" (no configuration to read) does not
 fail.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !slices.Contains([]string{"vxlan", "host-gw", "none"}, backend) {
-				return fmt.Errorf("--flannel-backend: %q is not vxlan, host-gw or none", backend)
+			if !slices.Contains(config.FlannelBackends, backend) {
+				return fmt.Errorf("--flannel-backend: %q is not one of %s", backend, strings.Join(config.FlannelBackends, ", "))
 			}
 			c := kernel.Checker{}
 			if len(args) == 1 {
@@ -45,7 +48,7 @@ fail.`,
 			return r.Err()
 		},
 	}
-	cmd.Flags().StringVar(&backend, "flannel-backend", "vxlan", "the pod network backend to check for: vxlan, host-gw or none")
+	cmd.Flags().StringVar(&backend, "flannel-backend", "vxlan", "the pod network backend to check for: "+strings.Join(config.FlannelBackends, ", "))
 	cmd.Flags().BoolVar(&noPolicy, "disable-network-policy", false, "leave out what NetworkPolicy enforcement needs")
 	return cmd
 }

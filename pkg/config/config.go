@@ -92,16 +92,18 @@ type Config struct {
 // the whole of "kedge agent".
 type Agent struct {
 	// Server is the URL of the server to join ("kedge agent" only).
-	Server           string
-	RunDir           string
-	NodeName         string
-	NodeIP           string
-	NodeLabels       []string
-	NodeTaints       []string
-	KubeletArgs      []string
-	KubeProxyArgs    []string
-	FlannelBackend   string
-	FlannelIface     string
+	Server         string
+	RunDir         string
+	NodeName       string
+	NodeIP         string
+	NodeLabels     []string
+	NodeTaints     []string
+	KubeletArgs    []string
+	KubeProxyArgs  []string
+	FlannelBackend string
+	FlannelIface   string
+	// FlannelIPv6Masq masquerades IPv6 pod traffic leaving the cluster.
+	FlannelIPv6Masq  bool
 	DisableKubeProxy bool
 	// DisableNetworkPolicy turns off NetworkPolicy enforcement.
 	DisableNetworkPolicy bool
@@ -122,6 +124,9 @@ type Agent struct {
 	// answers (kedge agent --autonomy).
 	Autonomy bool
 }
+
+// FlannelBackends are the values of --flannel-backend (k3s's names).
+var FlannelBackends = []string{"vxlan", "host-gw", "wireguard-native", "none"}
 
 // KnownAddons are the add-ons kedge deploys, by the names --disable takes.
 var KnownAddons = []string{"coredns", "servicelb", "local-storage", "metrics-server", "ingress"}
@@ -173,12 +178,13 @@ const TraefikImage = "kedge.local/traefik:3.7.13"
 func (a *Agent) AddAgentFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.RunDir, "run-dir", DefaultRunDir, "runtime directory (sockets, PID files); containerd listens in <run-dir>/containerd")
 	fs.StringVar(&a.NodeName, "node-name", "", "name of this node (default: the host name, lower case)")
-	fs.StringVar(&a.NodeIP, "node-ip", "", "IP address the node registers with (default: the address of the default route's interface)")
+	fs.StringVar(&a.NodeIP, "node-ip", "", "IP address the node registers with; an IPv4 and an IPv6 one, comma-separated, on a dual-stack node (default: the address of the default route's interface)")
 	fs.StringArrayVar(&a.NodeLabels, "node-label", nil, "label to register the node with, key=value (repeatable)")
 	fs.StringArrayVar(&a.NodeTaints, "node-taint", nil, "taint to register the node with, key=value:Effect (repeatable)")
 	fs.StringArrayVar(&a.KubeletArgs, "kubelet-arg", nil, "extra kubelet flag as key=value (repeatable; overrides kedge's default)")
-	fs.StringVar(&a.FlannelBackend, "flannel-backend", "vxlan", "pod network between nodes: vxlan, host-gw, or none (bring your own CNI)")
+	fs.StringVar(&a.FlannelBackend, "flannel-backend", "vxlan", "pod network between nodes: vxlan, host-gw, wireguard-native (encrypted), or none (bring your own CNI)")
 	fs.StringVar(&a.FlannelIface, "flannel-iface", "", "interface flannel uses between nodes (default: the default route's)")
+	fs.BoolVar(&a.FlannelIPv6Masq, "flannel-ipv6-masq", false, "masquerade IPv6 pod traffic leaving the cluster network (IPv4 always is)")
 	fs.StringArrayVar(&a.KubeProxyArgs, "kube-proxy-arg", nil, "extra kube-proxy flag as key=value (repeatable; e.g. proxy-mode=nftables)")
 	fs.BoolVar(&a.DisableKubeProxy, "disable-kube-proxy", false, "do not run kube-proxy (bring your own Service proxy)")
 	fs.BoolVar(&a.DisableNetworkPolicy, "disable-network-policy", false, "do not enforce NetworkPolicy on this node (bring your own policy engine)")
@@ -205,8 +211,10 @@ func (a *Agent) ValidateAgent() error { return a.validateAgent(true) }
 // only matter where containerd runs (not with --disable-agent).
 func (a *Agent) validateAgent(runsContainerd bool) error {
 	var errs []error
-	if a.NodeIP != "" && net.ParseIP(a.NodeIP) == nil {
-		errs = append(errs, fmt.Errorf("--node-ip: %q is not an IP address", a.NodeIP))
+	if a.NodeIP != "" {
+		if _, err := ParseIPs(a.NodeIP); err != nil {
+			errs = append(errs, fmt.Errorf("--node-ip: %w", err))
+		}
 	}
 	if !filepath.IsAbs(a.RunDir) {
 		errs = append(errs, fmt.Errorf("--run-dir: %q must be an absolute path", a.RunDir))
@@ -236,8 +244,8 @@ func (a *Agent) validateAgent(runsContainerd bool) error {
 	if a.DefaultLocalStoragePath != "" && !filepath.IsAbs(a.DefaultLocalStoragePath) {
 		errs = append(errs, fmt.Errorf("--default-local-storage-path: %q must be an absolute path", a.DefaultLocalStoragePath))
 	}
-	if !slices.Contains([]string{"vxlan", "host-gw", "none"}, a.FlannelBackend) {
-		errs = append(errs, fmt.Errorf("--flannel-backend: %q is not vxlan, host-gw or none", a.FlannelBackend))
+	if !slices.Contains(FlannelBackends, a.FlannelBackend) {
+		errs = append(errs, fmt.Errorf("--flannel-backend: %q is not one of %s", a.FlannelBackend, strings.Join(FlannelBackends, ", ")))
 	}
 	for _, arg := range a.KubeProxyArgs {
 		if _, _, err := SplitArg(arg); err != nil {
@@ -255,7 +263,7 @@ func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.BindAddress, "bind-address", "0.0.0.0", "address the API listens on")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "address the API advertises to the cluster (default: the node's primary address)")
 	fs.StringSliceVar(&c.TLSSAN, "tls-san", nil, "extra host names or IPs in the API serving certificate (repeatable)")
-	fs.StringVar(&c.ServiceCIDR, "service-cidr", DefaultServiceCIDR, "service ClusterIP CIDR")
+	fs.StringVar(&c.ServiceCIDR, "service-cidr", DefaultServiceCIDR, "service ClusterIP CIDR; two, comma-separated, for dual-stack (10.43.0.0/16,fd43::/112)")
 	fs.StringVar(&c.DatastoreEndpoint, "datastore-endpoint", "", "kine datastore endpoint (sqlite://, mysql://, postgres://, nats://, ...); default: SQLite in the data dir")
 	fs.StringVarP(&c.Token, "token", "t", "", "shared secret agents use to join (default: generated and stored in <data-dir>/server/token)")
 	fs.StringVar(&c.PodSecurityAdmissionConfigFile, "pod-security-admission-config-file", "", "AdmissionConfiguration for PodSecurity (default: kedge's, enforcing baseline outside kube-system)")
@@ -285,8 +293,8 @@ func (c *Config) AddServerFlags(fs *pflag.FlagSet) {
 func (c *Config) AddNodeFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.ConfigFile, "config", "c", DefaultConfigFile, "config file (keys are the long flag names); files in <config>.d/*.yaml are read after it")
 	fs.StringVarP(&c.DataDir, "data-dir", "d", DefaultDataDir, "directory holding kedge's state (certificates, database, images)")
-	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", DefaultClusterCIDR, "pod network CIDR")
-	fs.StringVar(&c.ClusterDNS, "cluster-dns", DefaultClusterDNS, "ClusterIP of the cluster DNS service (inside --service-cidr)")
+	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", DefaultClusterCIDR, "pod network CIDR; two, comma-separated, for dual-stack (10.42.0.0/16,fd42::/56)")
+	fs.StringVar(&c.ClusterDNS, "cluster-dns", "", "ClusterIP of the cluster DNS service (default: the tenth address of --service-cidr, "+DefaultClusterDNS+")")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", DefaultClusterDomain, "cluster DNS domain")
 	fs.IntVarP(&c.Verbosity, "v", "v", 0, "log verbosity (0-10), as in Kubernetes components")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "write logs as JSON lines")
@@ -311,31 +319,35 @@ func (c *Config) Validate() error {
 	if c.AdvertiseAddress != "" && net.ParseIP(c.AdvertiseAddress) == nil {
 		bad("advertise-address", "%q is not an IP address", c.AdvertiseAddress)
 	}
-	cluster, err := netip.ParsePrefix(c.ClusterCIDR)
+	clusters, err := ParseCIDRs(c.ClusterCIDR)
 	if err != nil {
-		bad("cluster-cidr", "%q is not a CIDR (example: %s)", c.ClusterCIDR, DefaultClusterCIDR)
+		bad("cluster-cidr", "%v (examples: %s; dual-stack %s,fd42::/56)", err, DefaultClusterCIDR, DefaultClusterCIDR)
 	}
-	service, serr := netip.ParsePrefix(c.ServiceCIDR)
+	services, serr := ParseCIDRs(c.ServiceCIDR)
 	if serr != nil {
-		bad("service-cidr", "%q is not a CIDR (example: %s)", c.ServiceCIDR, DefaultServiceCIDR)
+		bad("service-cidr", "%v (examples: %s; dual-stack %s,fd43::/112)", serr, DefaultServiceCIDR, DefaultServiceCIDR)
 	}
 	if err == nil && serr == nil {
-		if cluster.Masked() != cluster {
-			bad("cluster-cidr", "%q has host bits set; did you mean %s?", c.ClusterCIDR, cluster.Masked())
+		if len(clusters) != len(services) || clusters[0].Addr().Is4() != services[0].Addr().Is4() {
+			bad("service-cidr", "%s and --cluster-cidr %s must have the same IP families in the same order", c.ServiceCIDR, c.ClusterCIDR)
 		}
-		if service.Masked() != service {
-			bad("service-cidr", "%q has host bits set; did you mean %s?", c.ServiceCIDR, service.Masked())
+		for _, service := range services {
+			for _, cluster := range clusters {
+				if cluster.Overlaps(service) {
+					bad("service-cidr", "%s overlaps --cluster-cidr %s; pods and services need separate ranges", service, cluster)
+				}
+			}
+			if service.Addr().Is4() && service.Bits() < 12 {
+				bad("service-cidr", "%s is too large (a /12 at most, as in Kubernetes)", service)
+			}
+			if service.Addr().Is6() && service.Bits() < 108 {
+				bad("service-cidr", "%s is too large (a /108 at most for IPv6, as in Kubernetes)", service)
+			}
 		}
-		if cluster.Overlaps(service) {
-			bad("service-cidr", "%s overlaps --cluster-cidr %s; pods and services need separate ranges", c.ServiceCIDR, c.ClusterCIDR)
-		}
-		if service.Addr().Is4() && service.Bits() < 12 {
-			bad("service-cidr", "%s is too large (a /12 at most, as in Kubernetes)", c.ServiceCIDR)
-		}
-		if dns, err := netip.ParseAddr(c.ClusterDNS); err != nil {
+		if dns, err := netip.ParseAddr(c.ClusterDNSIP()); err != nil {
 			bad("cluster-dns", "%q is not an IP address", c.ClusterDNS)
-		} else if !service.Contains(dns) {
-			bad("cluster-dns", "%s is outside --service-cidr %s", c.ClusterDNS, c.ServiceCIDR)
+		} else if !slices.ContainsFunc(services, func(p netip.Prefix) bool { return p.Contains(dns) }) {
+			bad("cluster-dns", "%s is outside --service-cidr %s", dns, c.ServiceCIDR)
 		}
 	}
 	if c.ClusterDomain == "" || strings.ContainsAny(c.ClusterDomain, " /") {
@@ -401,11 +413,77 @@ func (c *Config) KubeconfigMode() (os.FileMode, error) {
 	return os.FileMode(m), nil
 }
 
-// ServiceIP returns the first address of the service CIDR: the ClusterIP
-// of the kubernetes Service. Valid only after Validate.
+// ServiceIP returns the first address of the (first) service CIDR: the
+// ClusterIP of the kubernetes Service. Valid only after Validate.
 func (c *Config) ServiceIP() net.IP {
-	p := netip.MustParsePrefix(c.ServiceCIDR)
-	return net.IP(p.Masked().Addr().Next().AsSlice())
+	p, _ := ParseCIDRs(c.ServiceCIDR)
+	return net.IP(p[0].Addr().Next().AsSlice())
+}
+
+// ClusterDNSIP is --cluster-dns, else the tenth address of the first
+// --service-cidr (10.43.0.10 by default), as in k3s.
+func (c *Config) ClusterDNSIP() string {
+	if c.ClusterDNS != "" {
+		return c.ClusterDNS
+	}
+	service := c.ServiceCIDR
+	if service == "" {
+		service = DefaultServiceCIDR
+	}
+	p, err := ParseCIDRs(service)
+	if err != nil {
+		return ""
+	}
+	a := p[0].Addr()
+	for range 10 {
+		a = a.Next()
+	}
+	return a.String()
+}
+
+// ParseIPs parses an address, or two of different IP families separated
+// by a comma (a dual-stack node's --node-ip).
+func ParseIPs(s string) ([]netip.Addr, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return nil, fmt.Errorf("%q has more than two addresses (one per IP family)", s)
+	}
+	var out []netip.Addr
+	for _, part := range parts {
+		a, err := netip.ParseAddr(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address", part)
+		}
+		out = append(out, a)
+	}
+	if len(out) == 2 && out[0].Is4() == out[1].Is4() {
+		return nil, fmt.Errorf("%q: the two addresses must be one IPv4 and one IPv6", s)
+	}
+	return out, nil
+}
+
+// ParseCIDRs parses a CIDR, or two of different IP families separated by
+// a comma (dual-stack; the first is the primary family).
+func ParseCIDRs(s string) ([]netip.Prefix, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return nil, fmt.Errorf("%q has more than two CIDRs (one per IP family)", s)
+	}
+	var out []netip.Prefix
+	for _, part := range parts {
+		p, err := netip.ParsePrefix(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", part)
+		}
+		if p.Masked() != p {
+			return nil, fmt.Errorf("%q has host bits set; did you mean %s?", part, p.Masked())
+		}
+		out = append(out, p)
+	}
+	if len(out) == 2 && out[0].Addr().Is4() == out[1].Addr().Is4() {
+		return nil, fmt.Errorf("%q: the two CIDRs must be one IPv4 and one IPv6", s)
+	}
+	return out, nil
 }
 
 // SplitArg splits a pass-through component argument "key=value" (a leading

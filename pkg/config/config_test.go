@@ -134,6 +134,20 @@ func TestValidate(t *testing.T) {
 	if err := func() error { c := valid(); return c.Validate() }(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
+	// Dual-stack and IPv6-only; the DNS address follows the service CIDR.
+	for _, tc := range []struct{ cluster, service, nodeIP, dns string }{
+		{"10.42.0.0/16,fd42::/56", "10.43.0.0/16,fd43::/112", "10.0.0.1,fd00::1", "10.43.0.10"},
+		{"fd42::/56", "fd43::/112", "fd00::1", "fd43::a"},
+	} {
+		c := valid()
+		c.ClusterCIDR, c.ServiceCIDR, c.NodeIP = tc.cluster, tc.service, tc.nodeIP
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s / %s: %v", tc.cluster, tc.service, err)
+		}
+		if got := c.ClusterDNSIP(); got != tc.dns {
+			t.Errorf("%s: DNS %s, want %s", tc.service, got, tc.dns)
+		}
+	}
 	// Without an agent no containerd runs: a long run dir is fine.
 	if err := func() error {
 		c := valid()
@@ -159,6 +173,18 @@ func TestValidate(t *testing.T) {
 			c.ClusterDNS = "10.0.0.10"
 		}, []string{"too large"}},
 		{"dns outside", func(c *Config) { c.ClusterDNS = "10.42.0.10" }, []string{"--cluster-dns", "outside"}},
+		{"two v4 cidrs", func(c *Config) { c.ClusterCIDR = "10.42.0.0/16,10.44.0.0/16" }, []string{"--cluster-cidr", "one IPv4 and one IPv6"}},
+		{"three cidrs", func(c *Config) { c.ClusterCIDR = "10.42.0.0/16,fd42::/56,fd44::/56" }, []string{"--cluster-cidr", "more than two"}},
+		{"families differ", func(c *Config) { c.ClusterCIDR = "10.42.0.0/16,fd42::/56" }, []string{"--service-cidr", "same IP families"}},
+		{"families in another order", func(c *Config) {
+			c.ClusterCIDR = "fd42::/56,10.42.0.0/16"
+			c.ServiceCIDR = "10.43.0.0/16,fd43::/112"
+		}, []string{"same IP families in the same order"}},
+		{"v6 service too large", func(c *Config) {
+			c.ClusterCIDR = "10.42.0.0/16,fd42::/56"
+			c.ServiceCIDR = "10.43.0.0/16,fd43::/64"
+		}, []string{"/108"}},
+		{"node ip", func(c *Config) { c.NodeIP = "10.0.0.1,10.0.0.2" }, []string{"--node-ip", "one IPv4 and one IPv6"}},
 		{"mode", func(c *Config) { c.WriteKubeconfigMode = "999" }, []string{"--write-kubeconfig-mode"}},
 		{"arg", func(c *Config) { c.KubeSchedulerArgs = []string{"v"} }, []string{"--kube-scheduler-arg", "key=value"}},
 		{"run dir too long", func(c *Config) { c.RunDir = "/" + strings.Repeat("r", 80) }, []string{"--run-dir", "too long", "at most 71"}},

@@ -65,9 +65,12 @@ func Needed(flannelBackend string, networkPolicy bool) []Feature {
 		f = append(f,
 			one("netlink queue", "NetworkPolicy: the policy engine reads new connections from it", "NETFILTER_NETLINK_QUEUE", "nfnetlink_queue"),
 			one("iptables NFQUEUE target", "NetworkPolicy", "NETFILTER_XT_TARGET_NFQUEUE", "xt_NFQUEUE"),
-			one("iptables owner match", "NetworkPolicy (the host's own probes pass)", "NETFILTER_XT_MATCH_OWNER", "xt_owner"),
+			one("iptables owner match", "NetworkPolicy: the host's own probes pass", "NETFILTER_XT_MATCH_OWNER", "xt_owner"),
 			Feature{Name: "iptables mangle table", For: "NetworkPolicy", Any: []Option{{"IP_NF_MANGLE", "iptable_mangle"}, {"NFT_COMPAT", "nft_compat"}}},
 		)
+	}
+	if flannelBackend == "wireguard-native" {
+		f = append(f, one("WireGuard", "--flannel-backend wireguard-native: the encrypted pod network between nodes", "WIREGUARD", "wireguard"))
 	}
 	if flannelBackend == "vxlan" {
 		f = append(f, one("VXLAN", "--flannel-backend vxlan: the pod network between nodes", "VXLAN", "vxlan"))

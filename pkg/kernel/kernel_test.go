@@ -82,6 +82,11 @@ func TestCheck(t *testing.T) {
 			t.Fatal("netlink queue checked with network policy off")
 		}
 	}
+	// wireguard-native needs WireGuard (not set in this configuration).
+	r, _ = Checker{Config: cfg}.Check(Needed("wireguard-native", false))
+	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "WireGuard (for --flannel-backend wireguard-native") {
+		t.Fatalf("wireguard-native without WireGuard: %v", err)
+	}
 	// NetworkPolicy enforcement needs the netlink queue.
 	r, _ = Checker{Config: cfg}.Check(Needed("host-gw", true))
 	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "netlink queue (for NetworkPolicy") {

@@ -61,7 +61,7 @@ func platform(cfg config.Config, layout datadir.Layout, f pki.Files, supervisor 
 		return serverPlatform{}, err
 	}
 	values := addons.Values{
-		ClusterDNS:     cfg.ClusterDNS,
+		ClusterDNS:     cfg.ClusterDNSIP(),
 		ClusterDomain:  cfg.ClusterDomain,
 		CoreDNSImage:   config.CoreDNSImage,
 		ServerCABundle: base64.StdEncoding.EncodeToString(ca),

@@ -389,7 +389,8 @@ func loopbackFor(bind string) string {
 	return bind
 }
 
-// advertiseAddress is --advertise-address, else the address of the
+// advertiseAddress is --advertise-address, else the bind address, else
+// the node IP of the service CIDR's family, else the address of the
 // interface holding the default route, else loopback.
 func advertiseAddress(cfg config.Config) (net.IP, error) {
 	if cfg.AdvertiseAddress != "" {
@@ -397,6 +398,16 @@ func advertiseAddress(cfg config.Config) (net.IP, error) {
 	}
 	if ip := net.ParseIP(cfg.BindAddress); ip != nil && !ip.IsUnspecified() {
 		return ip, nil
+	}
+	// The kubernetes Service's endpoint must be of the service CIDR's
+	// (first) family: the node's address of that family, if it has one.
+	if services, err := config.ParseCIDRs(cfg.ServiceCIDR); err == nil && cfg.NodeIP != "" {
+		ips, _ := config.ParseIPs(cfg.NodeIP)
+		for _, ip := range ips {
+			if ip.Is4() == services[0].Addr().Is4() {
+				return net.IP(ip.AsSlice()), nil
+			}
+		}
 	}
 	ip, err := utilnet.ResolveBindAddress(nil)
 	if err != nil || ip == nil {

@@ -211,6 +211,26 @@ func Addresses(n *corev1.Node) []string {
 	return nil
 }
 
+// ofFamilies keeps the addresses of the Service's IP families (all, when
+// the Service names none): a single-stack Service on a dual-stack node
+// is served on the node's address of its family.
+func ofFamilies(ips []string, families []corev1.IPFamily) []string {
+	if len(families) == 0 {
+		return ips
+	}
+	var out []string
+	for _, ip := range ips {
+		family := corev1.IPv4Protocol
+		if net.ParseIP(ip).To4() == nil {
+			family = corev1.IPv6Protocol
+		}
+		if slices.Contains(families, family) {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
 // LocalEndpointNodes returns the names of the nodes running a ready
 // endpoint of the Service the slices belong to.
 func LocalEndpointNodes(slices []*discoveryv1.EndpointSlice) map[string]bool {
@@ -255,7 +275,7 @@ func Plan(svc *corev1.Service, eligible []*corev1.Node, slices []*discoveryv1.En
 		if local && !withEndpoints[n.Name] {
 			continue
 		}
-		ips = append(ips, Addresses(n)...)
+		ips = append(ips, ofFamilies(Addresses(n), svc.Spec.IPFamilies)...)
 	}
 	if len(ips) > 0 {
 		return ips, ""

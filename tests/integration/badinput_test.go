@@ -221,6 +221,38 @@ func TestKernelCheck(t *testing.T) {
 	if out, err := exec.Command(kedgeBin, "check-config", "--flannel-backend", "host-gw", noVXLAN).CombinedOutput(); err != nil {
 		t.Fatalf("check-config for host-gw needs no VXLAN: %v\n%s", err, out)
 	}
+	// WireGuard, for wireguard-native: present, then missing.
+	without := func(text, option string) string {
+		var keep []string
+		for _, line := range strings.Split(text, "\n") {
+			if !strings.HasPrefix(line, "CONFIG_"+option+"=") && !strings.HasPrefix(line, "# CONFIG_"+option+" ") {
+				keep = append(keep, line)
+			}
+		}
+		return strings.Join(keep, "\n") + "\n# CONFIG_" + option + " is not set\n"
+	}
+	withWG, noWG := filepath.Join(dir, "config-wg"), filepath.Join(dir, "config-no-wg")
+	writeTestFile(t, withWG, without(string(real), "WIREGUARD")+"CONFIG_WIREGUARD=y\n")
+	writeTestFile(t, noWG, without(string(real), "WIREGUARD"))
+	if out, err := exec.Command(kedgeBin, "check-config", "--flannel-backend", "wireguard-native", withWG).CombinedOutput(); err != nil || !regexpLine(string(out), `ok .*WireGuard`) {
+		t.Fatalf("check-config for wireguard-native with WireGuard: %v\n%s", err, out)
+	}
+	out, err = exec.Command(kedgeBin, "check-config", "--flannel-backend", "wireguard-native", noWG).CombinedOutput()
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("check-config for wireguard-native without WireGuard exited %d:\n%s", code, out)
+	}
+	wantAll(t, string(out), "missing", "WireGuard", "CONFIG_WIREGUARD is not set")
+	// The netlink queue, for NetworkPolicy; not needed without it.
+	noQueue := filepath.Join(dir, "config-no-queue")
+	writeTestFile(t, noQueue, without(string(real), "NETFILTER_NETLINK_QUEUE"))
+	out, err = exec.Command(kedgeBin, "check-config", noQueue).CombinedOutput()
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("check-config without the netlink queue exited %d:\n%s", code, out)
+	}
+	wantAll(t, string(out), "netlink queue", "NetworkPolicy")
+	if out, err := exec.Command(kedgeBin, "check-config", "--disable-network-policy", noQueue).CombinedOutput(); err != nil {
+		t.Fatalf("check-config without network policy needs no netlink queue: %v\n%s", err, out)
+	}
 
 	for _, role := range []string{"server", "agent"} {
 		d := filepath.Join(dir, role)
@@ -242,6 +274,16 @@ func TestKernelCheck(t *testing.T) {
 			t.Fatalf("kedge %s started on a kernel without VXLAN:\n%s", role, out)
 		}
 		wantAll(t, string(out), "VXLAN", "--flannel-backend vxlan", "kedge check-config")
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("kedge %s wrote %s before refusing the kernel", role, d)
+		}
+		cmd = exec.Command(kedgeBin, append(args, "--flannel-backend", "wireguard-native")...)
+		cmd.Env = append(cleanEnv(), "KEDGE_KERNEL_CONFIG="+noWG)
+		out, err = cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("kedge %s with wireguard-native started on a kernel without WireGuard:\n%s", role, out)
+		}
+		wantAll(t, string(out), "WireGuard", "--flannel-backend wireguard-native", "kedge check-config")
 		if _, err := os.Stat(d); err == nil {
 			t.Errorf("kedge %s wrote %s before refusing the kernel", role, d)
 		}

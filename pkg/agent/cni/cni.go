@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,7 +35,11 @@ type Writer struct {
 	// SubnetFile, if set, is flannel's subnet.env: the config waits for it
 	// and takes its MTU; flannel then masquerades, not the bridge.
 	SubnetFile string
-	Log        *slog.Logger
+	// Families are the IP families of this node's --cluster-cidr (4, 6):
+	// a pod CIDR of another family means the node was started with
+	// another --cluster-cidr than the server's.
+	Families []int
+	Log      *slog.Logger
 
 	written string
 }
@@ -58,6 +63,15 @@ func (w *Writer) Ready(ctx context.Context) error {
 	}
 	if len(cidrs) == 0 {
 		return fmt.Errorf("node %s has no pod CIDR yet (assigned by the controller manager's node IPAM)", w.NodeName)
+	}
+	for _, c := range cidrs {
+		family := 4
+		if isIPv6(c) {
+			family = 6
+		}
+		if len(w.Families) > 0 && !slices.Contains(w.Families, family) {
+			return fmt.Errorf("the cluster gave node %s the IPv%d pod CIDR %s, but this node's --cluster-cidr has no IPv%d range: start it with the server's --cluster-cidr", w.NodeName, family, c, family)
+		}
 	}
 	ipMasq, mtu := true, 0
 	if w.SubnetFile != "" {

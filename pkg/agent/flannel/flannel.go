@@ -23,26 +23,43 @@ import (
 	"github.com/flannel-io/flannel/pkg/trafficmngr/iptables"
 
 	"github.com/kedge-dev/kedge/pkg/component"
+	"github.com/kedge-dev/kedge/pkg/config"
 
 	// Backends register themselves at init.
 	_ "github.com/flannel-io/flannel/pkg/backend/hostgw"
 	_ "github.com/flannel-io/flannel/pkg/backend/vxlan"
+	_ "github.com/flannel-io/flannel/pkg/backend/wireguard"
 )
 
-// Backends kedge offers through --flannel-backend.
-var Backends = []string{"vxlan", "host-gw", "none"}
+// backendConfig is flannel's Backend section for a --flannel-backend.
+// wireguard-native is flannel's in-kernel WireGuard backend: each node's
+// key pair is made on first start, the public key published in the Node's
+// flannel annotations, and traffic to each peer node sent encrypted on
+// UDP 51820 (51821 for IPv6).
+func backendConfig(name string) map[string]any {
+	if name == "wireguard-native" {
+		return map[string]any{"Type": "wireguard", "Mode": "separate", "PersistentKeepaliveInterval": 25}
+	}
+	return map[string]any{"Type": name}
+}
 
 // Flannel is the flannel component.
 type Flannel struct {
-	Kubeconfig  string
-	NodeName    string
+	Kubeconfig string
+	NodeName   string
+	// ClusterCIDR is --cluster-cidr: one CIDR, or an IPv4 and an IPv6 one.
 	ClusterCIDR string
-	Backend     string
+	// IPv6Masq masquerades IPv6 pod traffic leaving the cluster network
+	// (--flannel-ipv6-masq; IPv4 is always masqueraded).
+	IPv6Masq bool
+	Backend  string
 	// Iface is the interface flannel sends on; empty: the default route's.
 	Iface string
 	// Dir holds net-conf.json and subnet.env.
 	Dir string
-	Log *slog.Logger
+	// KeyFile holds the node's WireGuard private key (wireguard-native).
+	KeyFile string
+	Log     *slog.Logger
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -67,16 +84,34 @@ func (f *Flannel) Start(ctx context.Context) error {
 		return err
 	}
 	netConf := filepath.Join(f.Dir, "net-conf.json")
-	conf, _ := json.Marshal(map[string]any{
-		"Network":    f.ClusterCIDR,
-		"EnableIPv4": true,
-		"Backend":    map[string]string{"Type": f.Backend},
-	})
+	// flannel turns IPv4 on unless told otherwise (IPv6-only clusters).
+	nc := map[string]any{"Backend": backendConfig(f.Backend), "EnableIPv4": false}
+	cidrs, err := config.ParseCIDRs(f.ClusterCIDR)
+	if err != nil {
+		return fmt.Errorf("--cluster-cidr: %w", err)
+	}
+	for _, c := range cidrs {
+		if c.Addr().Is4() {
+			nc["EnableIPv4"], nc["Network"] = true, c.String()
+		} else {
+			nc["EnableIPv6"], nc["IPv6Network"] = true, c.String()
+		}
+	}
+	conf, _ := json.Marshal(nc)
 	if err := os.WriteFile(netConf, conf, 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", netConf, err)
 	}
-	// flannel's Kubernetes subnet manager learns its node from NODE_NAME.
+	// flannel's Kubernetes subnet manager learns its node from NODE_NAME;
+	// the WireGuard backend keeps the node's private key where
+	// WIREGUARD_KEY_FILE says (KeyFile: in the data dir, so it survives a
+	// reboot and the peers' configuration stays valid).
 	os.Setenv("NODE_NAME", f.NodeName)
+	if f.KeyFile != "" {
+		if err := os.MkdirAll(filepath.Dir(f.KeyFile), 0o700); err != nil {
+			return err
+		}
+		os.Setenv("WIREGUARD_KEY_FILE", f.KeyFile)
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	f.cancel, f.ready = cancel, make(chan struct{})
 	go func() {
@@ -98,7 +133,14 @@ func (f *Flannel) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("flannel network config: %w", err)
 	}
-	extIface, err := ipmatch.LookupExtIface(f.Iface, "", "", 0, ipmatch.PublicIPOpts{})
+	stack := 0 // flannel's ipmatch: 0 IPv4, 1 IPv6, 2 dual-stack
+	switch {
+	case config.EnableIPv4 && config.EnableIPv6:
+		stack = 2
+	case config.EnableIPv6:
+		stack = 1
+	}
+	extIface, err := ipmatch.LookupExtIface(f.Iface, "", "", stack, ipmatch.PublicIPOpts{})
 	if err != nil {
 		return fmt.Errorf("flannel interface (--flannel-iface %q): %w", f.Iface, err)
 	}
@@ -126,8 +168,13 @@ func (f *Flannel) run(ctx context.Context) error {
 	if err := tm.Init(ctx); err != nil {
 		return fmt.Errorf("flannel iptables: %w", err)
 	}
-	// Masquerade traffic leaving the cluster network, but not between pods.
-	if err := tm.SetupAndEnsureMasqRules(ctx, config.Network, ip.IP4Net{}, ip.IP4Net{}, config.IPv6Network, ip.IP6Net{}, ip.IP6Net{}, bn.Lease(), 60, false); err != nil {
+	// Masquerade traffic leaving the cluster network, but not between pods;
+	// IPv6 only when asked, since IPv6 pod addresses are often routable.
+	masq6 := ip.IP6Net{}
+	if f.IPv6Masq {
+		masq6 = config.IPv6Network
+	}
+	if err := tm.SetupAndEnsureMasqRules(ctx, config.Network, ip.IP4Net{}, ip.IP4Net{}, masq6, ip.IP6Net{}, ip.IP6Net{}, bn.Lease(), 60, false); err != nil {
 		return fmt.Errorf("flannel masquerade rules: %w", err)
 	}
 	tm.SetupAndEnsureForwardRules(ctx, config.Network, config.IPv6Network, 60)
@@ -135,7 +182,7 @@ func (f *Flannel) run(ctx context.Context) error {
 		return fmt.Errorf("flannel subnet file: %w", err)
 	}
 	f.setWaiting(nil)
-	f.Log.Info("flannel running", "backend", config.BackendType, "subnet", bn.Lease().Subnet.String(), "iface", extIface.Iface.Name, "mtu", bn.MTU())
+	f.Log.Info("flannel running", "backend", config.BackendType, "subnet", bn.Lease().Subnet.String(), "ipv6Subnet", bn.Lease().IPv6Subnet.String(), "iface", extIface.Iface.Name, "mtu", bn.MTU())
 	close(f.ready)
 	f.wg.Add(1)
 	go func() {
