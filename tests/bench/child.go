@@ -70,6 +70,8 @@ func runChild(ctx context.Context, args []string) error {
 		sys = &baselineSystem{spec: spec}
 	case systemKedgeHA:
 		sys = &kedgeHASystem{spec: spec}
+	case systemKedgeNet:
+		sys = &kedgeNetSystem{spec: spec}
 	default:
 		return fmt.Errorf("unknown system %q", spec.System)
 	}
@@ -166,6 +168,8 @@ func measureGroups(ctx context.Context, spec childSpec, sys system, client *kube
 			err = measureBurst(ctx, client, res)
 		case groupAddons:
 			err = measureAddonIdle(ctx, spec, sys, client, t0, res)
+		case groupNet:
+			err = measureThroughput(ctx, spec, res)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", g, err)
@@ -284,6 +288,10 @@ func recordPods(c *kubernetes.Clientset, dir string) {
 // the CNI result cache.
 func recordContainers(dir string) {
 	ids := isandbox.ContainerIDs(filepath.Join(dir, "run"))
+	more, _ := filepath.Glob(filepath.Join(dir, "*", "run")) // other nodes'
+	for _, d := range more {
+		ids = append(ids, isandbox.ContainerIDs(d)...)
+	}
 	os.WriteFile(filepath.Join(dir, "container-ids.txt"), []byte(strings.Join(ids, "\n")+"\n"), 0o644)
 }
 

@@ -19,29 +19,30 @@ import (
 // available cluster, beside one server on SQLite.
 const systemKedgeHA = "kedge-ha"
 
-func haIP(i int) string { return fmt.Sprintf("10.251.1.%d", i) }
+// lanIP is the address of machine i (from 1) on a sandbox's LAN.
+func lanIP(i int) string { return fmt.Sprintf("10.251.1.%d", i) }
 
-// haNetns names the extra namespaces of a sandbox (servers 2 and 3).
-func haNetns(sandbox string, i int) string { return fmt.Sprintf("%s-s%d", sandbox, i) }
+// lanNetns names the extra namespaces of a sandbox (machines 2 and up).
+func lanNetns(sandbox string, i int) string { return fmt.Sprintf("%s-s%d", sandbox, i) }
 
-// addHANetwork builds the servers' LAN: a bridge in the sandbox's
-// namespace (server 1 on it), and servers 2 and 3 in namespaces of their
-// own, joined to it by veth pairs.
-func (s *sandbox) addHANetwork() error {
+// addLAN builds a LAN of machines: a bridge in the sandbox's namespace
+// (machine 1 on it), and machines 2..n in namespaces of their own, joined
+// to it by veth pairs (eth0 inside).
+func (s *sandbox) addLAN(n int) error {
 	steps := [][]string{
 		{"-n", s.Name, "link", "add", "benchbr", "type", "bridge"},
-		{"-n", s.Name, "addr", "add", haIP(1) + "/24", "dev", "benchbr"},
+		{"-n", s.Name, "addr", "add", lanIP(1) + "/24", "dev", "benchbr"},
 		{"-n", s.Name, "link", "set", "benchbr", "up"},
 	}
-	for i := 2; i <= 3; i++ {
-		ns := haNetns(s.Name, i)
+	for i := 2; i <= n; i++ {
+		ns := lanNetns(s.Name, i)
 		if err := s.AddNetns(ns); err != nil {
 			return err
 		}
 		steps = append(steps,
 			[]string{"-n", s.Name, "link", "add", "hav" + strconv.Itoa(i), "type", "veth", "peer", "name", "eth0", "netns", ns},
 			[]string{"-n", s.Name, "link", "set", "hav" + strconv.Itoa(i), "master", "benchbr", "up"},
-			[]string{"-n", ns, "addr", "add", haIP(i) + "/24", "dev", "eth0"},
+			[]string{"-n", ns, "addr", "add", lanIP(i) + "/24", "dev", "eth0"},
 			[]string{"-n", ns, "link", "set", "eth0", "up"},
 		)
 	}
@@ -79,7 +80,7 @@ func (k *kedgeHASystem) args(i int, extra ...string) []string {
 	d := k.dir(i)
 	return append([]string{"server", "--config", filepath.Join(d, "config.yaml"), "--data-dir", filepath.Join(d, "data"),
 		"--run-dir", filepath.Join(d, "run"), "--write-kubeconfig", filepath.Join(d, "kubeconfig.yaml"),
-		"--node-name", "s" + strconv.Itoa(i), "--advertise-address", haIP(i), "--disable-agent"}, extra...)
+		"--node-name", "s" + strconv.Itoa(i), "--advertise-address", lanIP(i), "--disable-agent"}, extra...)
 }
 
 // start starts server 1; afterReady joins the others once it serves.
@@ -96,8 +97,8 @@ func (k *kedgeHASystem) afterReady(ctx context.Context) error {
 	}
 	token := strings.TrimSpace(string(data))
 	for i := 2; i <= 3; i++ {
-		args := append([]string{"--net=/run/netns/" + haNetns(k.spec.Sandbox, i), k.spec.Kedge},
-			k.args(i, "--server", "https://"+haIP(1)+":6443", "--token", token)...)
+		args := append([]string{"--net=/run/netns/" + lanNetns(k.spec.Sandbox, i), k.spec.Kedge},
+			k.args(i, "--server", "https://"+lanIP(1)+":6443", "--token", token)...)
 		cmd, err := startProc("kedge-s"+strconv.Itoa(i), filepath.Join(k.dir(i), "kedge.log"), cleanEnv(), "nsenter", args...)
 		if err != nil {
 			return err
@@ -108,7 +109,7 @@ func (k *kedgeHASystem) afterReady(ctx context.Context) error {
 		for {
 			if _, err := os.Stat(kc); err == nil {
 				// Joined once its etcd member serves the apiserver.
-				out, err := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+haNetns(k.spec.Sandbox, i), k.spec.Kedge, "kubectl",
+				out, err := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+lanNetns(k.spec.Sandbox, i), k.spec.Kedge, "kubectl",
 					"--kubeconfig", kc, "get", "--raw", "/readyz").CombinedOutput()
 				if err == nil && strings.TrimSpace(string(out)) == "ok" {
 					break

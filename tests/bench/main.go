@@ -37,9 +37,12 @@ const (
 	groupAddons = "addons"
 	// groupHA is the API figures of 3 servers on embedded etcd.
 	groupHA = "ha"
+	// groupNet is pod-to-pod throughput across two nodes, per flannel
+	// backend.
+	groupNet = "net"
 )
 
-var allGroups = []string{groupSize, groupStart, groupIdle, groupAPI, groupPods, groupBurst, groupAddons, groupHA}
+var allGroups = []string{groupSize, groupStart, groupIdle, groupAPI, groupPods, groupBurst, groupAddons, groupHA, groupNet}
 
 // options are the parent's flags.
 type options struct {
@@ -186,6 +189,11 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	if o.only[groupNet] && contains(o.systems, systemKedge) {
+		if err := measureNet(ctx, o, res); err != nil {
+			return err
+		}
+	}
 	if o.only[groupAddons] && contains(o.systems, systemKedge) {
 		if err := measureAddons(ctx, o, res); err != nil {
 			return err
@@ -201,6 +209,11 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Print(res.table(o.systems))
+	for _, b := range netBackends {
+		if why, ok := res.Notes["net_tcp_"+b].(string); ok {
+			fmt.Printf("pod-to-pod TCP throughput, %s: %s\n", b, why)
+		}
+	}
 	fmt.Print(res.traces())
 	logf("raw samples in %s; took %s", o.jsonOut, res.Elapsed)
 	return nil

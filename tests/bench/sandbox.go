@@ -84,10 +84,14 @@ func runSandboxed(ctx context.Context, o options, sys string, runNo int, groups 
 		return nil, err
 	}
 	defer s.cleanup(o.keep)
-	if sys == systemKedgeHA {
-		if err := s.addHANetwork(); err != nil {
-			return nil, err
-		}
+	switch sys {
+	case systemKedgeHA:
+		err = s.addLAN(3)
+	case systemKedgeNet:
+		err = s.addLAN(2)
+	}
+	if err != nil {
+		return nil, err
 	}
 	spec := childSpec{System: sys, Run: runNo, Dir: s.Dir, CgroupRoot: "/" + s.Name, Groups: groups,
 		Kedge: o.kedge, BaselineDir: o.baselineDir, ImagesDir: o.imagesDir, Kubectl: o.kubectl,

@@ -1,7 +1,6 @@
 package apiproxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -11,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,12 +55,17 @@ type PodAccess struct {
 	Log           *slog.Logger
 
 	ipt    utiliptables.Interface
+	proto  utiliptables.Protocol
 	ln     net.Listener
 	srv    *http.Server
 	cert   certFile
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	target string // the Service address the rule redirects, "ip:port"
+	// issued is the SANs last issued for, and when: the certificate is
+	// checked again when they change, else daily.
+	issued   string
+	issuedAt time.Time
 }
 
 func (a *PodAccess) Name() string { return "api-cache-pods" }
@@ -78,7 +83,7 @@ func (a *PodAccess) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("api cache for pods on %s:%d: %w", a.NodeIP, a.Port, err)
 	}
-	a.ln, a.ipt = ln, utiliptables.New(proto)
+	a.ln, a.ipt, a.proto = ln, utiliptables.New(proto), proto
 	a.cert = certFile{cert: a.CertFile, key: a.KeyFile}
 	a.srv = &http.Server{
 		Handler:           http.HandlerFunc(a.Proxy.ServePod),
@@ -143,11 +148,16 @@ func (a *PodAccess) sync(ctx context.Context) {
 		return
 	}
 	sans := []string{svc.Spec.ClusterIP, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + a.ClusterDomain, a.NodeIP}
-	if err := a.Issue(a.CertFile, a.KeyFile, sans); err != nil {
-		a.Log.Warn("the certificate pods see on the node's cache", "err", err)
-		if _, statErr := os.Stat(a.CertFile); statErr != nil {
-			return
+	if key := strings.Join(sans, ","); key != a.issued || time.Since(a.issuedAt) > 24*time.Hour {
+		if err := a.Issue(a.CertFile, a.KeyFile, sans); err != nil {
+			a.Log.Warn("the certificate pods see on the node's cache", "err", err)
+			if _, statErr := os.Stat(a.CertFile); statErr != nil {
+				return
+			}
+		} else {
+			a.issued, a.issuedAt = key, time.Now()
 		}
+		a.cert.reload() // Issue may have renewed it
 	}
 	target := net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(int(port)))
 	if err := a.ensureRules(svc.Spec.ClusterIP, port, target != a.target); err != nil {
@@ -193,12 +203,8 @@ func (a *PodAccess) ensureRules(ip string, port int32, moved bool) error {
 		"-d", ip+bits, "-p", "tcp", "--dport", strconv.Itoa(int(port)), "-j", "DNAT", "--to-destination", a.ln.Addr().String()); err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	if err := a.ipt.SaveInto(utiliptables.TableNAT, &buf); err != nil {
-		return err
-	}
 	for _, chain := range []utiliptables.Chain{utiliptables.ChainPrerouting, utiliptables.ChainOutput} {
-		if firstRuleJumps(buf.String(), chain, podChain) {
+		if first, err := a.firstRule(chain); err == nil && firstRuleJumps(first, chain, podChain) {
 			continue
 		}
 		// Absent, or behind kube-proxy's: (re)insert it first.
@@ -210,8 +216,19 @@ func (a *PodAccess) ensureRules(ip string, port int32, moved bool) error {
 	return nil
 }
 
+// firstRule is chain's first rule in the nat table, as iptables -S prints
+// it: one chain, not the whole table (kube-proxy's is large).
+func (a *PodAccess) firstRule(chain utiliptables.Chain) (string, error) {
+	bin := "iptables"
+	if a.proto == utiliptables.ProtocolIPv6 {
+		bin = "ip6tables"
+	}
+	out, err := exec.Command(bin, "-w", "5", "-t", "nat", "-S", string(chain), "1").Output()
+	return string(out), err
+}
+
 // firstRuleJumps reports whether chain's first rule in an iptables-save
-// dump jumps to target.
+// or iptables -S listing jumps to target.
 func firstRuleJumps(dump string, chain, target utiliptables.Chain) bool {
 	for _, line := range strings.Split(dump, "\n") {
 		if strings.HasPrefix(line, "-A "+string(chain)+" ") {
@@ -232,31 +249,33 @@ func (a *PodAccess) removeRules() error {
 	return a.ipt.DeleteChain(utiliptables.TableNAT, podChain)
 }
 
-// certFile serves a certificate pair from files, read again when the
-// certificate file changes (renewals).
+// certFile serves a certificate pair from files, read on first use and
+// again after reload (sync calls it when it may have renewed them).
 type certFile struct {
 	cert, key string
 
-	mu    sync.Mutex
-	mtime time.Time
-	pair  *tls.Certificate
+	mu   sync.Mutex
+	pair *tls.Certificate
 }
 
 func (c *certFile) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	fi, err := os.Stat(c.cert)
-	if err != nil {
-		return nil, err
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pair == nil || !fi.ModTime().Equal(c.mtime) {
+	if c.pair == nil {
 		pair, err := tls.LoadX509KeyPair(c.cert, c.key)
 		if err != nil {
 			return nil, err
 		}
-		c.pair, c.mtime = &pair, fi.ModTime()
+		c.pair = &pair
 	}
 	return c.pair, nil
+}
+
+// reload makes the next handshake read the files again.
+func (c *certFile) reload() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pair = nil
 }
 
 // ServePod answers a pod's request, made with its service-account token.

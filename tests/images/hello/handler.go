@@ -83,6 +83,27 @@ func newHandler(name string, start time.Time, failAfter time.Duration) http.Hand
 		defer resp.Body.Close()
 		io.Copy(w, resp.Body)
 	})
+	// POST /sink reads and drops the body and says how many bytes it
+	// read; /blast?addr=HOST:PORT&seconds=N streams to HOST:PORT's /sink
+	// for N seconds (at most 60) and says how many bytes in how long: the
+	// bench's pod-to-pod throughput.
+	mux.HandleFunc("POST /sink", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintln(w, n)
+	})
+	mux.HandleFunc("GET /blast", func(w http.ResponseWriter, r *http.Request) {
+		secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
+		if err != nil || secs < 1 || secs > 60 {
+			http.Error(w, "seconds must be 1-60", http.StatusBadRequest)
+			return
+		}
+		n, took, err := blast(r.URL.Query().Get("addr"), time.Duration(secs)*time.Second)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprintf(w, "%d bytes in %.3f s\n", n, took.Seconds())
+	})
 	// /udp?addr=HOST:PORT sends one datagram to HOST:PORT from a new socket
 	// (a new connection to conntrack) and returns the answer: the client
 	// of UDP NetworkPolicy tests.
@@ -139,4 +160,37 @@ func logRequests(next http.Handler) http.Handler {
 		next.ServeHTTP(rec, r)
 		log.Printf("%s %s %s %d %s", r.RemoteAddr, r.Method, r.URL.Path, rec.status, time.Since(start).Round(time.Microsecond))
 	})
+}
+
+// blast posts zeros to http://addr/sink for d and returns how many bytes
+// the sink read, and how long it took.
+func blast(addr string, d time.Duration) (int64, time.Duration, error) {
+	pr, pw := io.Pipe()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			if _, err := pw.Write(buf); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	start := time.Now()
+	client := http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Post("http://"+addr+"/sink", "application/octet-stream", pr)
+	if err != nil {
+		pr.CloseWithError(err)
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	took := time.Since(start)
+	if err != nil {
+		return 0, 0, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(body)), 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sink answered %q", body)
+	}
+	return n, took, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -156,5 +158,29 @@ func TestUDPExchange(t *testing.T) {
 	defer pc2.Close()
 	if _, err := udpExchange(pc2.LocalAddr().String(), "hi", 200*time.Millisecond); err == nil {
 		t.Fatal("an exchange without an answer succeeded")
+	}
+}
+
+func TestBlastAndSink(t *testing.T) {
+	srv := httptest.NewServer(newHandler("pod-a", time.Now(), 0))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	n, took, err := blast(addr, 200*time.Millisecond)
+	if err != nil || n < 64<<10 || took < 200*time.Millisecond {
+		t.Fatalf("blast: %d bytes in %s, %v", n, took, err)
+	}
+	resp, err := http.Get(srv.URL + "/blast?addr=" + addr + "&seconds=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var bytes int64
+	var secs float64
+	if _, err := fmt.Sscanf(string(body), "%d bytes in %f s", &bytes, &secs); err != nil || bytes == 0 || secs < 1 {
+		t.Fatalf("/blast answered %q", body)
+	}
+	if resp, _ := http.Get(srv.URL + "/blast?addr=" + addr + "&seconds=0"); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("seconds=0: %s", resp.Status)
 	}
 }
