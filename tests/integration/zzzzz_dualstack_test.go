@@ -17,6 +17,37 @@ func addIPv6(t *testing.T, netns, link, addr string) {
 	mustRun(t, "ip", "-n", netns, "addr", "add", addr, "dev", link, "nodad")
 }
 
+// runNode starts server n (see startCleaned) and waits for its API and
+// node to be Ready.
+func runNode(t *testing.T, n *node, what string) {
+	t.Helper()
+	startCleaned(t, n, what)
+	if err := n.waitReady(3 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.waitNodeReady(2 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startCleaned starts n; when the test ends it stops n, runs
+// kedge-killall.sh on it and prints its log if the test failed.
+func startCleaned(t *testing.T, n *node, what string) {
+	t.Helper()
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n.stop()
+		if out, err := killall(n); err != nil {
+			t.Errorf("kedge-killall.sh on %s: %v\n%s", what, err, out)
+		}
+		if t.Failed() {
+			t.Logf("--- %s log ---\n%s", what, n.report(80))
+		}
+	})
+}
+
 // podIPs are a pod's addresses, IPv4 first as the API lists them.
 func podIPs(n *node, ns, pod string) []string {
 	return strings.Fields(n.jsonpath(ns, "pod/"+pod, "{.status.podIPs[*].ip}"))
@@ -71,24 +102,7 @@ func dualStack(t *testing.T) {
 	}
 	a.netns = nsA
 	copyFile(filepath.Join(imagesDir, "hello-v1.tar"), filepath.Join(a.dataDir(), "agent", "images", "hello-v1.tar"))
-	if err := a.start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		a.stop()
-		if out, err := killall(a); err != nil {
-			t.Errorf("kedge-killall.sh on node A: %v\n%s", err, out)
-		}
-		if t.Failed() {
-			t.Logf("--- node A log ---\n%s", a.report(80))
-		}
-	})
-	if err := a.waitReady(3 * time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.waitNodeReady(2 * time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	runNode(t, a, "node A")
 
 	b := &node{netns: nsB, dir: t.TempDir(), port: a.port, kubeconfig: a.kubeconfig}
 	os.WriteFile(filepath.Join(b.dir, "config.yaml"), nil, 0o600)
@@ -102,18 +116,7 @@ func dualStack(t *testing.T) {
 		"--server", fmt.Sprintf("https://10.251.0.1:%d", a.port), "--token", strings.TrimSpace(string(token)),
 		"--node-ip", "10.251.0.2,fd00:251::2", "--node-name", "ds-b",
 		"--flannel-iface", "kedge-dsb", "--kubelet-arg", "cgroup-root=/kedge-test-ds-b"}, dual...)
-	if err := b.start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		b.stop()
-		if out, err := killall(b); err != nil {
-			t.Errorf("kedge-killall.sh on node B: %v\n%s", err, out)
-		}
-		if t.Failed() {
-			t.Logf("--- node B log ---\n%s", b.report(80))
-		}
-	})
+	startCleaned(t, b, "node B")
 	eventually(t, 3*time.Minute, "both nodes Ready with both addresses", func() error {
 		out, _ := a.kubectlErr("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}:{.status.addresses[*].address}:{.spec.podCIDRs} {end}`)
 		for _, want := range []string{"ds-a=True:10.251.0.1 fd00:251::1", "ds-b=True:10.251.0.2 fd00:251::2", "fd42::"} {
@@ -124,22 +127,7 @@ func dualStack(t *testing.T) {
 		return nil
 	})
 
-	a.apply(t, `apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: hello, namespace: default}
-spec:
-  selector: {matchLabels: {app: hello}}
-  template:
-    metadata: {labels: {app: hello}}
-    spec:
-      containers:
-      - name: hello
-        image: kedge.test/hello:v1
-        imagePullPolicy: Never
-        readinessProbe:
-          httpGet: {path: /healthz, port: 8080}
-          periodSeconds: 1
----
+	a.apply(t, helloDaemonSet+`---
 apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}
@@ -272,24 +260,7 @@ func ipv6Only(t *testing.T) {
 	}
 	n.netns = ns
 	copyFile(filepath.Join(imagesDir, "hello-v1.tar"), filepath.Join(n.dataDir(), "agent", "images", "hello-v1.tar"))
-	if err := n.start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		n.stop()
-		if out, err := killall(n); err != nil {
-			t.Errorf("kedge-killall.sh on the IPv6 node: %v\n%s", err, out)
-		}
-		if t.Failed() {
-			t.Logf("--- IPv6 node log ---\n%s", n.report(80))
-		}
-	})
-	if err := n.waitReady(3 * time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.waitNodeReady(2 * time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	runNode(t, n, "the IPv6 node")
 	if ip := n.jsonpath("default", "service/kubernetes", "{.spec.clusterIP}"); ip != "fd43::1" {
 		t.Errorf("the kubernetes Service's ClusterIP is %q, want fd43::1", ip)
 	}

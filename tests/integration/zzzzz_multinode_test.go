@@ -57,6 +57,24 @@ func vethPair(t *testing.T, a, ifA string, addrsA []string, b, ifB string, addrs
 	}
 }
 
+// helloDaemonSet runs a hello pod, ready when it serves, on every node.
+const helloDaemonSet = `apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: hello, namespace: default}
+spec:
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      containers:
+      - name: hello
+        image: kedge.test/hello:v1
+        imagePullPolicy: Never
+        readinessProbe:
+          httpGet: {path: /healthz, port: 8080}
+          periodSeconds: 1
+`
+
 // Two nodes, each in a network namespace of its own joined by a veth pair:
 // a server on 10.250.0.1 and an agent on 10.250.0.2. Pods on the two nodes
 // reach each other through flannel (VXLAN, then host-gw), a Service and
@@ -142,18 +160,7 @@ func twoNodes(t *testing.T, backend string) {
 		"--node-ip", "10.250.0.2", "--node-name", "node-b",
 		"--flannel-iface", "kedge-vb", "--kubelet-arg", "cgroup-root=/kedge-test-b",
 		"--flannel-backend", backend}
-	if err := b.start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		b.stop()
-		if out, err := killall(b); err != nil {
-			t.Errorf("kedge-killall.sh on node B: %v\n%s", err, out)
-		}
-		if t.Failed() {
-			t.Logf("--- node B log ---\n%s", b.report(80))
-		}
-	})
+	startCleaned(t, b, "node B")
 	eventually(t, 3*time.Minute, "both nodes Ready", func() error {
 		out, _ := a.kubectlErr("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
 		if !strings.Contains(out, "node-a=True") || !strings.Contains(out, "node-b=True") {
@@ -163,22 +170,7 @@ func twoNodes(t *testing.T, backend string) {
 	})
 
 	// One hello pod and one client per node.
-	a.apply(t, `apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: hello, namespace: default}
-spec:
-  selector: {matchLabels: {app: hello}}
-  template:
-    metadata: {labels: {app: hello}}
-    spec:
-      containers:
-      - name: hello
-        image: kedge.test/hello:v1
-        imagePullPolicy: Never
-        readinessProbe:
-          httpGet: {path: /healthz, port: 8080}
-          periodSeconds: 1
----
+	a.apply(t, helloDaemonSet+`---
 apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}
