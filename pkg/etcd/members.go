@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"sort"
@@ -195,12 +196,30 @@ func (h *JoinHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(JoinResponse{InitialCluster: cluster})
 }
 
+// joinRetry bounds how long Join asks again while the cluster is not
+// ready for a new member (503: a member that joined moments ago is not
+// yet connected or promoted, so etcd calls the cluster unhealthy).
+const joinRetry = 2 * time.Minute
+
 // Join asks the server behind remote to add this server as a member.
-func Join(ctx context.Context, remote *join.Remote, name, ip string) (string, error) {
+func Join(ctx context.Context, remote *join.Remote, name, ip string, log *slog.Logger) (string, error) {
 	var resp JoinResponse
-	err := remote.Call(ctx, JoinPath, JoinRequest{Name: name, PeerURL: PeerURL(ip)}, &resp)
-	if err != nil {
-		return "", fmt.Errorf("join the etcd cluster of %s: %w (is it a server started with --cluster-init?)", remote.Server, err)
+	deadline := time.Now().Add(joinRetry)
+	for wait := time.Second; ; wait = min(2*wait, 10*time.Second) {
+		err := remote.Call(ctx, JoinPath, JoinRequest{Name: name, PeerURL: PeerURL(ip)}, &resp)
+		if err == nil {
+			break
+		}
+		var se *join.ServerError
+		if !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return "", fmt.Errorf("join the etcd cluster of %s: %w (is it a server started with --cluster-init?)", remote.Server, err)
+		}
+		log.Info("the etcd cluster cannot take a member yet; asking again", "server", remote.Server, "in", wait, "answer", err)
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(wait):
+		}
 	}
 	if resp.InitialCluster == "" {
 		return "", errors.New("join: the server returned no cluster")

@@ -182,13 +182,21 @@ func (r *Remote) Call(ctx context.Context, path string, in, out any) error {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s%s: the server said %s: %s", r.Server, path, resp.Status, strings.TrimSpace(string(data)))
+		return &ServerError{Code: resp.StatusCode, msg: fmt.Sprintf("%s%s: the server said %s: %s", r.Server, path, resp.Status, strings.TrimSpace(string(data)))}
 	}
 	if out == nil {
 		return nil
 	}
 	return json.Unmarshal(data, out)
 }
+
+// ServerError is a server's answer other than 200 OK.
+type ServerError struct {
+	Code int // the HTTP status
+	msg  string
+}
+
+func (e *ServerError) Error() string { return e.msg }
 
 // Remote is an agent's link to a server it joins with a token: it pins
 // the server's CA (checked against the token's hash) and has the server

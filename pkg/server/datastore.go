@@ -176,7 +176,7 @@ func datastoreComponents(ctx context.Context, cfg config.Config, l datadir.Layou
 	}
 	o := etcd.Options{Name: name, Dir: etcdDir(l), IP: ip, TLS: f, Log: log.With("component", "etcd"), Verbose: cfg.Verbosity >= 2}
 	if st.join {
-		cluster, err := etcd.Join(ctx, remote, name, ip)
+		cluster, err := etcd.Join(ctx, remote, name, ip, log.With("component", "etcd"))
 		if err != nil {
 			return datastorePlan{}, err
 		}

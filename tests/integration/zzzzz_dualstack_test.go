@@ -202,41 +202,7 @@ spec:
 		return nil
 	})
 
-	// NetworkPolicy holds over IPv6: only pods labelled role=friend reach
-	// the hello pods, on TCP; deleting the policy opens them again.
-	a.apply(t, netpolPod("default", "friend", "ds-b", "role: friend"))
-	a.kubectl(t, "wait", "--for=condition=Ready", "pod/friend", "--timeout=120s")
-	expect := func(from, proto string, open bool) {
-		t.Helper()
-		want := map[bool]string{true: "open", false: "closed"}[open]
-		eventually(t, 30*time.Second, fmt.Sprintf("%s -> [%s]:8080 %s is %s", from, v6A, proto, want), func() error {
-			out, err := fetchFrom(a, "default", from, proto, net.JoinHostPort(v6A, "8080"))
-			if open && (err != nil || !strings.Contains(out, podA)) {
-				return fmt.Errorf("%v %q", err, out)
-			}
-			if !open && err == nil {
-				return fmt.Errorf("answered: %q", out)
-			}
-			return nil
-		})
-	}
-	expect("friend", "tcp", true)
-	a.apply(t, `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: friends-only, namespace: default}
-spec:
-  podSelector: {matchLabels: {app: hello}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {role: friend}}}]
-    ports: [{port: 8080, protocol: TCP}]
-`)
-	expect(podB, "tcp", false)
-	expect(podB, "udp", false)
-	expect("friend", "tcp", true)
-	expect("friend", "udp", false)
-	a.kubectl(t, "delete", "networkpolicy", "friends-only")
-	expect(podB, "tcp", true)
-	expect(podB, "udp", true)
+	t.Run("network policy over IPv6", func(t *testing.T) { networkPolicies(t, a, b, nsB, "ds-", true) })
 }
 
 func ipv6Only(t *testing.T) {

@@ -225,6 +225,6 @@ spec:
 	})
 	// Enforcement is the same whatever carries the packets between nodes.
 	if backend == "vxlan" {
-		t.Run("network policy", func(t *testing.T) { networkPolicies(t, a, b, nsB) })
+		t.Run("network policy", func(t *testing.T) { networkPolicies(t, a, b, nsB, "node-", false) })
 	}
 }

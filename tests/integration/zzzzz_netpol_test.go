@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func reach(n *node, ns, from, ip string, udp bool) error {
 	if udp {
 		path, want = "udp", "udp "
 	}
-	out, err := n.kubectlErr("-n", ns, "exec", from, "--", "wget", "-qO-", "http://127.0.0.1:8080/"+path+"?addr="+ip+":8080")
+	out, err := n.kubectlErr("-n", ns, "exec", from, "--", "wget", "-qO-", "http://127.0.0.1:8080/"+path+"?addr="+net.JoinHostPort(ip, "8080"))
 	if err != nil || !strings.Contains(out, want) {
 		return fmt.Errorf("%s: %v %q", path, err, out)
 	}
@@ -57,21 +58,36 @@ func reach(n *node, ns, from, ip string, udp bool) error {
 }
 
 // networkPolicies checks NetworkPolicy enforcement on the two nodes of
-// twoNodes: every check is a real connection from one pod to a pod on the
-// other node, over TCP and UDP, in both directions.
-func networkPolicies(t *testing.T, a, b *node, nsB string) {
+// twoNodes (IPv4) and of the dual-stack test (IPv6): every check is a
+// real connection from one pod to a pod on the other node, over TCP and
+// UDP, in both directions. The Nodes are <prefix>a and <prefix>b; node B's
+// kedge runs in network namespace nsB.
+func networkPolicies(t *testing.T, a, b *node, nsB, prefix string, ipv6 bool) {
 	manifest := netpolPods
 	for _, node := range []string{"a", "b"} {
-		manifest += netpolPod("np", "srv-"+node, "node-"+node, "app: srv")
-		manifest += netpolPod("np", "friend-"+node, "node-"+node, "role: friend")
-		manifest += netpolPod("np", "stranger-"+node, "node-"+node, "role: none")
-		manifest += netpolPod("np-other", "other-"+node, "node-"+node, "role: other")
+		manifest += netpolPod("np", "srv-"+node, prefix+node, "app: srv")
+		manifest += netpolPod("np", "friend-"+node, prefix+node, "role: friend")
+		manifest += netpolPod("np", "stranger-"+node, prefix+node, "role: none")
+		manifest += netpolPod("np-other", "other-"+node, prefix+node, "role: other")
 	}
 	a.apply(t, manifest)
 	for _, ns := range []string{"np", "np-other"} {
 		a.kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=120s")
 	}
-	ip := func(ns, pod string) string { return a.jsonpath(ns, "pod/"+pod, "{.status.podIP}") }
+	// The checks use the pods' addresses of one family.
+	ip := func(ns, pod string) string {
+		for _, addr := range podIPs(a, ns, pod) {
+			if strings.Contains(addr, ":") == ipv6 {
+				return addr
+			}
+		}
+		t.Fatalf("pod %s/%s has no address of the family under test", ns, pod)
+		return ""
+	}
+	cluster, host, iptables := "10.42.0.0/16", "/32", "iptables"
+	if ipv6 {
+		cluster, host, iptables = "fd42::/56", "/128", "ip6tables"
+	}
 	srv := map[string]string{"a": ip("np", "srv-a"), "b": ip("np", "srv-b")}
 	other := map[string]string{"a": "b", "b": "a"}
 	proto := map[bool]string{false: "TCP", true: "UDP"}
@@ -147,9 +163,9 @@ metadata: {name: from-block, namespace: np}
 spec:
   podSelector: {matchLabels: {app: srv}}
   ingress:
-  - from: [{ipBlock: {cidr: 10.42.0.0/16, except: [%s/32]}}]
+  - from: [{ipBlock: {cidr: "%s", except: ["%s%s"]}}]
     ports: [{port: 8080, protocol: TCP}]
-`, ip("np", "stranger-a")))
+`, cluster, ip("np", "stranger-a"), host))
 	expect("np", "stranger", "b", false, true)  // inside the block
 	expect("np", "stranger", "a", false, false) // the exception
 	expect("np", "stranger", "b", true, false)  // the block is TCP
@@ -159,8 +175,8 @@ spec:
 	if err := b.stop(); err != nil {
 		t.Fatal(err)
 	}
-	out, err := inNetns(nsB, "iptables", "-t", "mangle", "-S", "KEDGE-NETPOL").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "-d "+srv["b"]+"/32 -j NFQUEUE --queue-num 100") {
+	out, err := inNetns(nsB, iptables, "-t", "mangle", "-S", "KEDGE-NETPOL").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "-d "+srv["b"]+host+" -j NFQUEUE --queue-num 100") {
 		t.Errorf("node B's chain after its kedge stopped: %v\n%s", err, out)
 	}
 	for i := 0; i < 3; i++ {
