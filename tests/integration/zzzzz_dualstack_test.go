@@ -93,7 +93,7 @@ func dualStack(t *testing.T) {
 	})
 	dual := []string{"--cluster-cidr", "10.42.0.0/16,fd42::/56"}
 	a, err := newNode(t.TempDir(), append([]string{
-		"--service-cidr", "10.43.0.0/16,fd43::/112",
+		"--service-cidr", "10.43.0.0/16,fd43::/112", "--flannel-ipv6-masq",
 		"--node-ip", "10.251.0.1,fd00:251::1", "--node-name", "ds-a",
 		"--flannel-iface", "kedge-dsa", "--kubelet-arg", "cgroup-root=/kedge-test-ds-a",
 	}, dual...), true)
@@ -122,6 +122,18 @@ func dualStack(t *testing.T) {
 		for _, want := range []string{"ds-a=True:10.251.0.1 fd00:251::1", "ds-b=True:10.251.0.2 fd00:251::2", "fd42::"} {
 			if !strings.Contains(out, want) {
 				return fmt.Errorf("nodes: %q lack %q", out, want)
+			}
+		}
+		return nil
+	})
+
+	// --flannel-ipv6-masq (node A only) masquerades IPv6 pod traffic
+	// leaving the cluster network; without it (node B) IPv6 is not.
+	eventually(t, 30*time.Second, "node A masquerades IPv6 pod traffic, node B does not", func() error {
+		for ns, want := range map[string]bool{nsA: true, nsB: false} {
+			out, _ := inNetns(ns, "ip6tables", "-t", "nat", "-S", "FLANNEL-POSTRTG").CombinedOutput()
+			if got := strings.Contains(string(out), "fd42::/56") && strings.Contains(string(out), "MASQUERADE"); got != want {
+				return fmt.Errorf("%s: IPv6 masquerade %v, want %v:\n%s", ns, got, want, out)
 			}
 		}
 		return nil

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
@@ -174,7 +175,10 @@ func (f *Flannel) run(ctx context.Context) error {
 	if f.IPv6Masq {
 		masq6 = config.IPv6Network
 	}
-	if err := tm.SetupAndEnsureMasqRules(ctx, config.Network, ip.IP4Net{}, ip.IP4Net{}, masq6, ip.IP6Net{}, ip.IP6Net{}, bn.Lease(), 60, false); err != nil {
+	// No previous network (flannel compares them, and an IPv6 one must
+	// hold an address, zero, to compare).
+	none6 := ip.IP6Net{IP: (*ip.IP6)(big.NewInt(0))}
+	if err := tm.SetupAndEnsureMasqRules(ctx, config.Network, ip.IP4Net{}, ip.IP4Net{}, masq6, none6, none6, bn.Lease(), 60, false); err != nil {
 		return fmt.Errorf("flannel masquerade rules: %w", err)
 	}
 	tm.SetupAndEnsureForwardRules(ctx, config.Network, config.IPv6Network, 60)
