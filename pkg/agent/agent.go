@@ -150,17 +150,32 @@ func NodeIPs(c config.Config) []string {
 	return []string{"127.0.0.1"}
 }
 
-// Components prepares the node and returns its components in start order.
-func Components(o Options) ([]component.Component, error) {
+// Node is what a node runs.
+type Node struct {
+	// Runtime starts the container runtime and imports the images in the
+	// background. It needs nothing else, so it goes first, before any
+	// component the node waits for (a server's control plane too).
+	Runtime component.Component
+	// Components come after it, in start order.
+	Components []component.Component
+}
+
+// All is the node's components in start order, Runtime first.
+func (n Node) All() []component.Component {
+	return append([]component.Component{n.Runtime}, n.Components...)
+}
+
+// Components prepares the node and returns its components.
+func Components(o Options) (Node, error) {
 	c := o.Config
 	layout := datadir.Layout{Root: c.DataDir}
 	p := paths{root: layout.Agent(), run: c.RunDir}
 	binDir, err := payload.Extract(c.DataDir)
 	if err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	if _, err := nettools.Setup(binDir, c.PreferBundledBin, o.Log.With("component", "nettools")); err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	facts := hostinfo.Detect()
 	name, ips := NodeName(c), NodeIPs(c)
@@ -169,10 +184,10 @@ func Components(o Options) ([]component.Component, error) {
 	if o.LoadBalance {
 		u, err := url.Parse(o.ServerURL)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("--server %q: not a URL", o.ServerURL)
+			return Node{}, fmt.Errorf("--server %q: not a URL", o.ServerURL)
 		}
 		if lb, err = loadbalancer.New(c.LBServerPort, u.Host, filepath.Join(p.root, "etc", "servers.json"), o.Log.With("component", "loadbalancer")); err != nil {
-			return nil, err
+			return Node{}, err
 		}
 		o.ServerURL = lb.URL()
 	}
@@ -186,7 +201,7 @@ func Components(o Options) ([]component.Component, error) {
 			Port: cachePort, Upstream: lb.URL(), ServerCA: o.Creds.ServerCACert, ClientCA: o.Creds.ClientCACert,
 			TLSDir: p.tls(), CacheDir: filepath.Join(p.root, "cache"), Log: o.Log.With("component", "api-cache"),
 		}); err != nil {
-			return nil, err
+			return Node{}, err
 		}
 		o.ServerURL, o.apiCA = o.cache.URL(), o.cache.CACert()
 	}
@@ -194,7 +209,7 @@ func Components(o Options) ([]component.Component, error) {
 
 	for _, d := range []string{p.root, p.tls(), layout.ImagesDir(), filepath.Join(c.RunDir, "containerd"), filepath.Join(p.root, "pod-manifests")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("create %s: %w", d, err)
+			return Node{}, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
 	clientCert, clientKey := filepath.Join(p.tls(), "client-kubelet.crt"), filepath.Join(p.tls(), "client-kubelet.key")
@@ -212,23 +227,23 @@ func Components(o Options) ([]component.Component, error) {
 		return nil
 	}
 	if err := issueKubelet(); err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	if err := writeKubeconfig(o, p.kubeconfig(), clientCert, clientKey); err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	// kube-proxy, flannel and servicelb each act under an identity of their
 	// own, granted what they need by built-in roles or manifests/rbac.yaml.
 	if _, err := issueKubeconfig(o, p, join.KindKubeProxy, p.proxyKubeconfig()); err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	flannelKC, err := issueKubeconfig(o, p, join.KindFlannel, filepath.Join(p.root, "flannel.kubeconfig"))
 	if err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	lbKC, err := issueKubeconfig(o, p, join.KindServiceLB, filepath.Join(p.root, "servicelb.kubeconfig"))
 	if err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	proxyArgs := kubeproxy.DefaultArgs(p.proxyKubeconfig(), name, c.ClusterCIDR)
 	if c.ClusterCIDR == "" {
@@ -238,11 +253,11 @@ func Components(o Options) ([]component.Component, error) {
 		proxyArgs["detect-local-mode"] = "NodeCIDR"
 	}
 	if err := proxyArgs.Override(c.KubeProxyArgs); err != nil {
-		return nil, fmt.Errorf("--kube-proxy-arg: %w", err)
+		return Node{}, fmt.Errorf("--kube-proxy-arg: %w", err)
 	}
 
 	if err := registries.Render(c.PrivateRegistry, p.certsD()); err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	ctrdConfig, err := containerd.Render(p.etcContainerd(), containerd.ConfigData{
 		Root:                filepath.Join(p.root, "containerd"),
@@ -257,7 +272,7 @@ func Components(o Options) ([]component.Component, error) {
 		ImportsGlob:         filepath.Join(p.etcContainerd(), "config.toml.d", "*.toml"),
 	})
 	if err != nil {
-		return nil, err
+		return Node{}, err
 	}
 
 	kport, hport := 10250, 10248
@@ -278,7 +293,7 @@ func Components(o Options) ([]component.Component, error) {
 		kargs["register-with-taints"] = strings.Join(c.NodeTaints, ",")
 	}
 	if err := kargs.Override(c.KubeletArgs); err != nil {
-		return nil, fmt.Errorf("--kubelet-arg: %w", err)
+		return Node{}, fmt.Errorf("--kubelet-arg: %w", err)
 	}
 	if v, ok := kargs["healthz-port"]; ok {
 		hport, _ = strconv.Atoi(v)
@@ -301,20 +316,20 @@ func Components(o Options) ([]component.Component, error) {
 		Port:                  kport,
 		ProtectKernelDefaults: c.ProtectKernelDefaults,
 	}); err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	// Report bad --kubelet-arg values now, before anything starts.
 	if _, err := kubelet.Build(p.kubeletConfig(), kargs); err != nil {
-		return nil, err
+		return Node{}, err
 	}
 
 	restCfg, err := clientcmd.BuildConfigFromFlags("", p.kubeconfig())
 	if err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	builtin := map[string][]byte{}
 	for _, name := range []string{"pause.tar", "coredns.tar"} {
@@ -326,7 +341,7 @@ func Components(o Options) ([]component.Component, error) {
 	if lb != nil {
 		proxyConfig, err := clientcmd.BuildConfigFromFlags("", p.proxyKubeconfig())
 		if err != nil {
-			return nil, err
+			return Node{}, err
 		}
 		components = append(components, lb)
 		if o.cache != nil {
@@ -334,7 +349,9 @@ func Components(o Options) ([]component.Component, error) {
 		}
 		components = append(components, &loadbalancer.Watcher{LB: lb, Config: proxyConfig, Log: o.Log.With("component", "loadbalancer")})
 	}
-	components = append(components,
+	// The container runtime and the images need no API server: they start
+	// ahead, meanwhile, and the kubelet waits for them.
+	runtime := component.NewAhead(component.NewRunner(o.Log),
 		containerd.New(containerd.Options{
 			ConfigFile: ctrdConfig,
 			Socket:     p.socket(),
@@ -343,9 +360,9 @@ func Components(o Options) ([]component.Component, error) {
 			PIDFile:    filepath.Join(c.RunDir, "containerd", "containerd.pid"),
 			Log:        o.Log.With("component", "containerd"),
 		}),
-		&images.Importer{Socket: p.socket(), Dir: layout.ImagesDir(), Builtin: builtin, Interval: 2 * time.Second, Log: o.Log.With("component", "images")},
-		&kubelet.Kubelet{ConfigFile: p.kubeletConfig(), Args: kargs, HealthzURL: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(hport)) + "/healthz", Log: o.Log.With("component", "kubelet")},
-	)
+		&images.Importer{Socket: p.socket(), Dir: layout.ImagesDir(), Builtin: builtin, Interval: 2 * time.Second, Log: o.Log.With("component", "images")})
+	components = append(components, runtime.Joined())
+	kubeletC := &kubelet.Kubelet{ConfigFile: p.kubeletConfig(), Args: kargs, HealthzURL: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(hport)) + "/healthz", Log: o.Log.With("component", "kubelet")}
 	writer := &cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Families: families(c.ClusterCIDR), Log: o.Log.With("component", "cni")}
 	if c.FlannelBackend != "none" {
 		fl := &flannel.Flannel{
@@ -360,7 +377,13 @@ func Components(o Options) ([]component.Component, error) {
 			Log:         o.Log.With("component", "flannel"),
 		}
 		writer.SubnetFile = fl.SubnetFile()
-		components = append(components, fl)
+		// flannel's first second goes to syncing its Node informer; it
+		// spends it while the kubelet starts and registers the node, whose
+		// pod CIDR its lease is.
+		network := component.NewAhead(component.NewRunner(o.Log), fl)
+		components = append(components, network, kubeletC, network.Joined())
+	} else {
+		components = append(components, kubeletC)
 	}
 	components = append(components, writer)
 	if !c.DisableKubeProxy {
@@ -371,11 +394,11 @@ func Components(o Options) ([]component.Component, error) {
 	} else {
 		npKC, err := issueKubeconfig(o, p, join.KindNetworkPolicy, filepath.Join(p.root, "network-policy.kubeconfig"))
 		if err != nil {
-			return nil, err
+			return Node{}, err
 		}
 		npConfig, err := clientcmd.BuildConfigFromFlags("", npKC)
 		if err != nil {
-			return nil, err
+			return Node{}, err
 		}
 		components = append(components, &netpol.Enforcer{Config: npConfig, NodeName: name, Log: o.Log.With("component", "network-policy")})
 	}
@@ -395,22 +418,22 @@ func Components(o Options) ([]component.Component, error) {
 	}
 	lbConfig, err := clientcmd.BuildConfigFromFlags("", lbKC)
 	if err != nil {
-		return nil, err
+		return Node{}, err
 	}
 	components = append(components, &servicelb.Speaker{Config: lbConfig, NodeName: name, Log: o.Log.With("component", "servicelb")})
 	if !c.Disabled("local-storage") {
 		storageKC, err := issueKubeconfig(o, p, join.KindLocalStorage, filepath.Join(p.root, "local-storage.kubeconfig"))
 		if err != nil {
-			return nil, err
+			return Node{}, err
 		}
 		storageConfig, err := clientcmd.BuildConfigFromFlags("", storageKC)
 		if err != nil {
-			return nil, err
+			return Node{}, err
 		}
 		components = append(components, &storage.Provisioner{Config: storageConfig, NodeName: name, Dir: c.LocalStoragePath(), Log: o.Log.With("component", "local-storage")})
 	}
 	components = append(components, &pki.Renewer{Ensure: issueKubelet, Dirs: []string{p.tls()}, Log: o.Log.With("component", "certificates")})
-	return components, nil
+	return Node{Runtime: runtime, Components: components}, nil
 }
 
 // families are the IP families (4, 6) of cidrs.

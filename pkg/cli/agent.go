@@ -58,7 +58,7 @@ an agent shares the credentials of a server on the same host (same
 			if err != nil {
 				return err
 			}
-			return component.NewRunner(log).Run(cmd.Context(), node, func() {
+			return component.NewRunner(log).Run(cmd.Context(), node.All(), func() {
 				log.Info("kedge agent is ready", "node", agent.NodeName(cfg), "server", cfg.Server)
 				sdnotify.ReadyUntil(cmd.Context(), log)
 			})

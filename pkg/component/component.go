@@ -69,21 +69,7 @@ func (r *Runner) Run(ctx context.Context, components []Component, onReady func()
 	defer stopWatch()
 
 	var started []Component
-	err := func() error {
-		for _, c := range components {
-			begin := time.Now()
-			r.Log.Info("starting", "component", c.Name())
-			if err := c.Start(runCtx); err != nil {
-				return fmt.Errorf("start %s: %w", c.Name(), err)
-			}
-			started = append(started, c)
-			if err := r.waitReady(runCtx, c); err != nil {
-				return err
-			}
-			r.Log.Info("ready", "component", c.Name(), "took", time.Since(begin).Round(time.Millisecond))
-		}
-		return nil
-	}()
+	err := r.startAll(runCtx, runCtx, components, func(c Component) { started = append(started, c) })
 	if err == nil {
 		if onReady != nil {
 			onReady()
@@ -98,6 +84,25 @@ func (r *Runner) Run(ctx context.Context, components []Component, onReady func()
 		r.Log.Error("stopping", "reason", err)
 	}
 	return errors.Join(err, r.stopAll(started))
+}
+
+// startAll starts components in order, each once the one before is
+// ready, telling started of each it started. Components get startCtx (the
+// failure channel); waiting ends with waitCtx.
+func (r *Runner) startAll(startCtx, waitCtx context.Context, components []Component, started func(Component)) error {
+	for _, c := range components {
+		begin := time.Now()
+		r.Log.Info("starting", "component", c.Name())
+		if err := c.Start(startCtx); err != nil {
+			return fmt.Errorf("start %s: %w", c.Name(), err)
+		}
+		started(c)
+		if err := r.waitReady(waitCtx, c); err != nil {
+			return err
+		}
+		r.Log.Info("ready", "component", c.Name(), "took", time.Since(begin).Round(time.Millisecond))
+	}
+	return nil
 }
 
 func (r *Runner) waitReady(ctx context.Context, c Component) error {

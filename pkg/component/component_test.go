@@ -19,6 +19,8 @@ type fake struct {
 	probes     int
 	startErr   error
 	failAfter  time.Duration
+	// readyWhen, if set, must also hold for Ready to pass.
+	readyWhen func() bool
 }
 
 func (f *fake) record(s string) {
@@ -40,7 +42,7 @@ func (f *fake) Start(ctx context.Context) error {
 }
 func (f *fake) Ready(context.Context) error {
 	f.probes++
-	if f.probes <= f.readyAfter {
+	if f.probes <= f.readyAfter || (f.readyWhen != nil && !f.readyWhen()) {
 		return errors.New("not yet")
 	}
 	f.record("ready " + f.name)
@@ -113,6 +115,62 @@ func TestRuntimeFailure(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 	if got := strings.Join(log, ","); got != "start a,ready a,start b,ready b,stop b,stop a" {
+		t.Fatalf("got %s", got)
+	}
+}
+
+func (f *fake) saw(s string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range *f.log {
+		if l == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAheadStartsPartsMeanwhile(t *testing.T) {
+	var log []string
+	var mu sync.Mutex
+	p1 := &fake{name: "p1", log: &log, mu: &mu, readyAfter: 2}
+	p2 := &fake{name: "p2", log: &log, mu: &mu}
+	// x is ready only once the parts are: they came up while the runner
+	// waited for x, not after it.
+	x := &fake{name: "x", log: &log, mu: &mu}
+	x.readyWhen = func() bool { return x.saw("ready p2") }
+	y := &fake{name: "y", log: &log, mu: &mu}
+	r := runner()
+	ahead := NewAhead(r, p1, p2)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := r.Run(ctx, []Component{ahead, x, ahead.Joined(), y}, cancel); err != nil {
+		t.Fatalf("requested stop returned %v", err)
+	}
+	got := strings.Join(log, ",")
+	if !strings.HasSuffix(got, "ready x,start y,ready y,stop y,stop p2,stop p1,stop x") || strings.Count(got, "stop p1") != 1 {
+		t.Fatalf("got %s", got)
+	}
+	if ahead.Name() != "p1+p2" {
+		t.Errorf("name %q", ahead.Name())
+	}
+}
+
+func TestAheadFailure(t *testing.T) {
+	var log []string
+	var mu sync.Mutex
+	p1 := &fake{name: "p1", log: &log, mu: &mu}
+	p2 := &fake{name: "p2", log: &log, mu: &mu, startErr: errors.New("no runtime")}
+	x := &fake{name: "x", log: &log, mu: &mu, readyAfter: 1 << 30}
+	r := runner()
+	r.ReadyTimeout = 5 * time.Second
+	ahead := NewAhead(r, p1, p2)
+	err := r.Run(context.Background(), []Component{ahead, x, ahead.Joined()}, nil)
+	if err == nil || !strings.Contains(err.Error(), "start p2: no runtime") {
+		t.Fatalf("err %v", err)
+	}
+	// The failure ends the run while x is still starting; p1 is stopped
+	// once, by Ahead.
+	if got := strings.Join(log, ","); !strings.HasSuffix(got, "stop x,stop p1") || strings.Count(got, "stop p1") != 1 {
 		t.Fatalf("got %s", got)
 	}
 }

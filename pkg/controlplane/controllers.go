@@ -54,6 +54,13 @@ func (c *ControllerManager) Start(ctx context.Context) error {
 	c.probe, c.cancel, c.done = probe, cancel, make(chan struct{})
 	go func() {
 		defer close(c.done)
+		if cfg.ComponentConfig.KubeCloudShared.UseServiceAccountCredentials {
+			// Only a head start: the controller manager creates any
+			// account still missing itself.
+			if err := controllerAccounts(runCtx, cfg.Client); err != nil {
+				c.Log.Warn("could not create the controllers' service accounts ahead", "err", err)
+			}
+		}
 		err := kcmapp.Run(runCtx, cfg.Complete())
 		if runCtx.Err() == nil {
 			component.Fail(ctx, fmt.Errorf("kube-controller-manager exited: %w", err))

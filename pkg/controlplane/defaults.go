@@ -118,6 +118,8 @@ func ControllerManagerArgs(p Params) (Args, error) {
 		"root-ca-file":                                    p.TLS.ServerCACert,
 		"service-account-private-key-file":                p.TLS.ServiceAccountKey,
 		"use-service-account-credentials":                 "true",
+		"kube-api-qps":                                    "100",
+		"kube-api-burst":                                  "200",
 		"cluster-signing-kube-apiserver-client-cert-file": p.TLS.ClientCASigningCert,
 		"cluster-signing-kube-apiserver-client-key-file":  p.TLS.ClientCAKey,
 		"cluster-signing-kubelet-client-cert-file":        p.TLS.ClientCASigningCert,

@@ -233,14 +233,23 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 				Components: []component.Component{c}, Log: log.With("component", "leader")}
 		}
 	}
-	components = append(append(components, apiserver), controllers...)
-	components = append(components, &pki.Renewer{Ensure: ensure, Dirs: []string{layout.TLSDir()}, Log: log.With("component", "certificates")})
-	if !cfg.DisableAgent {
-		components = append(components, &join.LocalNode{Store: store, Node: nodeName, AgentDir: layout.Agent()})
-	}
 	plat, err := platform(cfg, layout, tlsFiles, supervisor, apiURL, apiserver, advertise.String(), ha, log)
 	if err != nil {
 		return err
+	}
+	runner := component.NewRunner(log)
+	components = append(components, apiserver)
+	if !cfg.DisableAgent {
+		// The node's components need their RBAC before they start.
+		components = append(components, plat.nodeRBAC)
+	}
+	// The controller manager and the scheduler come up while the rest
+	// starts: the server's own node needs only node IPAM, for its lease.
+	controlPlane := component.NewAhead(runner, controllers...)
+	components = append(components, controlPlane)
+	components = append(components, &pki.Renewer{Ensure: ensure, Dirs: []string{layout.TLSDir()}, Log: log.With("component", "certificates")})
+	if !cfg.DisableAgent {
+		components = append(components, &join.LocalNode{Store: store, Node: nodeName, AgentDir: layout.Agent()})
 	}
 	components = append(components, plat.informers)
 	if st.mode == storeEtcd {
@@ -262,11 +271,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)
 		}
-		components = append(append(components, plat.nodeRBAC), node...)
+		components = append(components, node.Components...)
+		// The runtime and its images need no API server: they come up
+		// while the control plane starts.
+		components = append([]component.Component{node.Runtime}, components...)
 	}
+	components = append(components, controlPlane.Joined())
 	components = append(components, plat.controllers...)
 
-	return component.NewRunner(log).Run(ctx, components, func() {
+	return runner.Run(ctx, components, func() {
 		log.Info("kedge server is ready",
 			"api", "https://"+net.JoinHostPort(advertise.String(), strconv.Itoa(cfg.HTTPSListenPort)),
 			"kubeconfig", cfg.WriteKubeconfig,

@@ -151,9 +151,9 @@ func (f *Flannel) run(ctx context.Context) error {
 	}
 	// The lease is the node's pod CIDR, which the controller manager
 	// assigns shortly after the node registers: retry until it is there,
-	// soon at first (it is on the way to node Ready), then every 2 s.
+	// often at first (it is on the way to node Ready), then every 2 s.
 	var bn backend.Network
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+	for wait := 100 * time.Millisecond; ; wait = min(wait+100*time.Millisecond, 2*time.Second) {
 		bn, err = be.RegisterNetwork(ctx, &f.wg, config)
 		if err == nil {
 			break
