@@ -159,13 +159,20 @@ func measureGroups(ctx context.Context, spec childSpec, sys system, client *kube
 		logf("%s run %d: %s", spec.System, spec.Run, g)
 		switch g {
 		case groupIdle:
-			err = measureIdle(ctx, sys, spec.Dir, t0, res)
+			if err = measureIdle(ctx, sys, spec.Dir, t0, res); err == nil && spec.System == systemKedge {
+				err = profileIdle(ctx, client, spec, res)
+			}
 		case groupAPI:
 			err = measureAPI(ctx, client, res)
 		case groupPods:
 			err = measurePods(ctx, client, res)
 		case groupBurst:
 			err = measureBurst(ctx, client, res)
+		case groupChurn:
+			var files storeFiles
+			if files, err = storeOf(sys); err == nil {
+				err = measureChurn(ctx, client, files, spec.ChurnFor, res)
+			}
 		case groupAddons:
 			err = measureAddonIdle(ctx, spec, sys, client, t0, res)
 		case groupNet:

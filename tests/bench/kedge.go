@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
 )
 
 // kedgeSystem is `kedge server` with its agent, as a user starts it, with
@@ -53,7 +55,10 @@ func (k *kedgeSystem) start() error {
 		"--node-ip", nodeIP,
 		"--advertise-address", nodeIP,
 		"--kubelet-arg", "cgroup-root=" + k.spec.CgroupRoot,
-		"--kubelet-arg", "max-pods=250"}
+		"--kubelet-arg", "max-pods=250",
+		// The apiserver's /debug/pprof profiles the whole process (it is
+		// one): profileIdle reads it. Unused, it costs nothing.
+		"--kube-apiserver-arg", "profiling=true"}
 	if k.spec.Variant != "" {
 		args = append(args, addonArgs(k.spec.Variant)...)
 	}
@@ -108,4 +113,28 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, data, 0o644)
+}
+
+// profileIdle saves a 30-second CPU profile and a heap profile of the idle
+// kedge process next to the JSON, taken after the idle window so they do
+// not weigh on its figures, and names them in the raw results.
+func profileIdle(ctx context.Context, c *kubernetes.Clientset, spec childSpec, res *runResult) error {
+	saved := map[string]string{}
+	for _, p := range []struct{ name, path, param, value string }{
+		{"cpu", "/debug/pprof/profile", "seconds", "30"},
+		{"heap", "/debug/pprof/heap", "gc", "1"},
+	} {
+		data, err := c.CoreV1().RESTClient().Get().AbsPath(p.path).Param(p.param, p.value).
+			Timeout(time.Minute).DoRaw(ctx)
+		if err != nil {
+			return fmt.Errorf("%s profile: %w", p.name, err)
+		}
+		file := filepath.Join(spec.ProfileDir, fmt.Sprintf("%s-run%d-idle-%s.pprof", spec.System, spec.Run, p.name))
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			return err
+		}
+		saved[p.name] = file
+	}
+	res.Raw["idle_profiles"] = saved
+	return nil
 }

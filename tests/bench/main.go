@@ -40,9 +40,11 @@ const (
 	// groupNet is pod-to-pod throughput across two nodes, per flannel
 	// backend.
 	groupNet = "net"
+	// groupChurn is the datastore's size under pod churn.
+	groupChurn = "churn"
 )
 
-var allGroups = []string{groupSize, groupStart, groupIdle, groupAPI, groupPods, groupBurst, groupAddons, groupHA, groupNet}
+var allGroups = []string{groupSize, groupStart, groupIdle, groupAPI, groupPods, groupBurst, groupChurn, groupAddons, groupHA, groupNet}
 
 // options are the parent's flags.
 type options struct {
@@ -55,7 +57,8 @@ type options struct {
 	workDir       string // where sandboxes are made
 	jsonOut       string
 	runs          int // runs of the start-up figures
-	heavyRuns     int // runs of idle, api, pods and burst
+	heavyRuns     int // runs of idle, api, pods, burst and churn
+	churnFor      time.Duration
 	only          map[string]bool
 	systems       []string
 	keep          bool
@@ -89,7 +92,8 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.workDir, "work", os.TempDir(), "directory for the sandboxes")
 	fs.StringVar(&o.jsonOut, "json", "bench.json", "file for every raw sample")
 	fs.IntVar(&o.runs, "runs", 3, "runs of the start-up figures (the median is shown)")
-	fs.IntVar(&o.heavyRuns, "heavy-runs", 1, "runs of the idle, api, pods and burst figures")
+	fs.IntVar(&o.heavyRuns, "heavy-runs", 1, "runs of the idle, api, pods, burst and churn figures")
+	fs.DurationVar(&o.churnFor, "churn-for", time.Hour, "how long the churn group creates and deletes pods")
 	fs.StringVar(&only, "only", strings.Join(allGroups, ","), "figure groups to run: "+strings.Join(allGroups, ","))
 	fs.StringVar(&systems, "systems", "kedge,baseline", "systems to measure")
 	fs.BoolVar(&o.keep, "keep", false, "keep each sandbox's logs (not the data) for debugging")
@@ -113,6 +117,10 @@ func parseOptions(args []string) (options, error) {
 	if o.runs < 1 || o.heavyRuns < 0 {
 		return o, errors.New("-runs must be at least 1 and -heavy-runs at least 0")
 	}
+	if o.churnFor < churnEarly {
+		return o, fmt.Errorf("-churn-for %s: at least %s, when the first size is taken", o.churnFor, churnEarly)
+	}
+	churnLabel(o.churnFor)
 	for _, p := range []*string{&o.kedge, &o.baselineDir, &o.imagesDir, &o.addonsArchive, &o.kubectl, &o.workDir, &o.jsonOut} {
 		if *p != "" {
 			abs, err := filepath.Abs(*p)
@@ -153,7 +161,7 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	heavy := o.only[groupIdle] || o.only[groupAPI] || o.only[groupPods] || o.only[groupBurst]
+	heavy := o.only[groupIdle] || o.only[groupAPI] || o.only[groupPods] || o.only[groupBurst] || o.only[groupChurn]
 	needStart := o.only[groupStart] || heavy
 	for _, sys := range o.systems {
 		if !needStart {
@@ -171,7 +179,7 @@ func run(ctx context.Context, args []string) error {
 				return ctx.Err()
 			}
 			var groups []string
-			for _, g := range []string{groupIdle, groupAPI, groupPods, groupBurst} {
+			for _, g := range []string{groupIdle, groupAPI, groupPods, groupBurst, groupChurn} {
 				if o.only[g] && i <= o.heavyRuns {
 					groups = append(groups, g)
 				}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 )
 
 // figure is one row of the table.
@@ -32,6 +33,19 @@ var figures = []figure{
 	{"api_create_p99", "API: ConfigMap create p99 (1000, 8 clients)", "ms"},
 	{"api_list_p50", "API: list 1000 ConfigMaps p50 (20 lists)", "ms"},
 	{"api_list_p99", "API: list 1000 ConfigMaps p99 (20 lists)", "ms"},
+	{"churn_db_early", "datastore after 5 min of churn (10 pods/s)", "MiB"},
+	{"churn_db_end", "datastore after 1h0m0s of churn", "MiB"},
+	{"churn_wal_max", "churn: largest write-ahead log", "MiB"},
+	{"churn_compact_lag", "churn: most revisions kept uncompacted (kine)", "revisions"},
+}
+
+// churnLabel names the churn's length in its figure.
+func churnLabel(d time.Duration) {
+	for i := range figures {
+		if figures[i].key == "churn_db_end" {
+			figures[i].label = fmt.Sprintf("datastore after %s of churn", d)
+		}
+	}
 }
 
 // summary is one figure of one system over its runs.

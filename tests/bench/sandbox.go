@@ -50,6 +50,10 @@ type childSpec struct {
 	Sandbox string `json:"sandbox"`
 	// AddonsArchive is put in kedge's images dir (Traefik).
 	AddonsArchive string `json:"addonsArchive,omitempty"`
+	// ProfileDir receives kedge's profiles of the idle group.
+	ProfileDir string `json:"profileDir,omitempty"`
+	// ChurnFor is how long the churn group runs.
+	ChurnFor time.Duration `json:"churnFor,omitempty"`
 }
 
 var sandboxSeq int
@@ -95,7 +99,8 @@ func runSandboxed(ctx context.Context, o options, sys string, runNo int, groups 
 	}
 	spec := childSpec{System: sys, Run: runNo, Dir: s.Dir, CgroupRoot: "/" + s.Name, Groups: groups,
 		Kedge: o.kedge, BaselineDir: o.baselineDir, ImagesDir: o.imagesDir, Kubectl: o.kubectl,
-		Variant: variant, AddonsArchive: o.addonsArchive, Sandbox: s.Name}
+		Variant: variant, AddonsArchive: o.addonsArchive, Sandbox: s.Name, ChurnFor: o.churnFor,
+		ProfileDir: filepath.Dir(o.jsonOut)}
 	data, _ := json.Marshal(spec)
 	specFile := filepath.Join(s.Dir, "spec.json")
 	if err := os.WriteFile(specFile, data, 0o600); err != nil {
