@@ -9,6 +9,7 @@ package addons
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -245,6 +246,15 @@ type Applier struct {
 
 	mu   sync.Mutex
 	kept map[string]bool // objects whose user changes were kept (logged once)
+	// applied is what the last apply of each object sent and got back.
+	applied map[string]appliedObject
+}
+
+// appliedObject is the last apply of one object: the sha256 of the body
+// sent and the resourceVersion it left.
+type appliedObject struct {
+	sum             [sha256.Size]byte
+	resourceVersion string
 }
 
 // NewApplier returns an Applier acting as cfg's identity.
@@ -258,10 +268,11 @@ func NewApplier(cfg *rest.Config, log *slog.Logger) (*Applier, error) {
 		return nil, err
 	}
 	return &Applier{
-		client: client,
-		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)),
-		log:    log,
-		kept:   map[string]bool{},
+		client:  client,
+		mapper:  restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)),
+		log:     log,
+		kept:    map[string]bool{},
+		applied: map[string]appliedObject{},
 	}, nil
 }
 
@@ -301,11 +312,16 @@ func (a *Applier) Apply(ctx context.Context, file string, data []byte) error {
 		if err != nil {
 			return err
 		}
-		_, err = ri.Patch(ctx, u.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: fieldManager})
+		sum := sha256.Sum256(body)
+		if a.unchanged(ctx, ri, key, u.GetName(), sum) {
+			continue
+		}
+		got, err := ri.Patch(ctx, u.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: fieldManager})
 		a.mu.Lock()
 		switch {
 		case err == nil:
 			delete(a.kept, key)
+			a.applied[key] = appliedObject{sum: sum, resourceVersion: got.GetResourceVersion()}
 		case apierrors.IsConflict(err):
 			// Someone else now owns a field we set: keep their change.
 			if !a.kept[key] {
@@ -318,6 +334,23 @@ func (a *Applier) Apply(ctx context.Context, file string, data []byte) error {
 		a.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// unchanged reports whether the object is as the last apply of the same
+// body left it: then applying again would change nothing. Reading it from
+// the apiserver's cache is far cheaper than a server-side apply, which the
+// deployer would otherwise make for every add-on object every pass. An
+// object deleted or changed since (a newer resourceVersion: a user's edit,
+// a controller's status) is applied again.
+func (a *Applier) unchanged(ctx context.Context, ri dynamic.ResourceInterface, key, name string, sum [sha256.Size]byte) bool {
+	a.mu.Lock()
+	last, ok := a.applied[key]
+	a.mu.Unlock()
+	if !ok || last.sum != sum {
+		return false
+	}
+	cur, err := ri.Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
+	return err == nil && cur.GetResourceVersion() == last.resourceVersion
 }
 
 // Delete deletes every object of the manifest data read from file.

@@ -5,6 +5,7 @@ package agent
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -331,10 +332,11 @@ func Components(o Options) (Node, error) {
 	if err != nil {
 		return Node{}, err
 	}
-	builtin := map[string][]byte{}
+	builtin := map[string]func() (io.ReadCloser, error){}
 	for _, name := range []string{"pause.tar", "coredns.tar"} {
-		if data, ok := payload.Image(name); ok {
-			builtin[name] = data
+		if f, err := payload.OpenImage(name); err == nil {
+			f.Close()
+			builtin[name] = func() (io.ReadCloser, error) { return payload.OpenImage(name) }
 		}
 	}
 	var components []component.Component

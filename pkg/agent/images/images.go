@@ -5,7 +5,6 @@
 package images
 
 import (
-	"bytes"
 	"compress/gzip"
 	"context"
 	"fmt"
@@ -32,8 +31,9 @@ const Namespace = "k8s.io"
 type Importer struct {
 	Socket string
 	Dir    string
-	// Builtin are archives carried in the binary (the pause image).
-	Builtin map[string][]byte
+	// Builtin are archives carried in the binary (the pause image), by
+	// name, opened only to import them.
+	Builtin map[string]func() (io.ReadCloser, error)
 	// Interval between scans of Dir for new archives.
 	Interval time.Duration
 	Log      *slog.Logger
@@ -63,7 +63,7 @@ func (im *Importer) Start(ctx context.Context) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		refs, err := im.importStream(ctx, bytes.NewReader(im.Builtin[name]))
+		refs, err := im.importBuiltin(ctx, im.Builtin[name])
 		if err != nil {
 			return fmt.Errorf("import built-in image %s: %w", name, err)
 		}
@@ -88,6 +88,15 @@ func (im *Importer) Stop() error {
 		return im.client.Close()
 	}
 	return nil
+}
+
+func (im *Importer) importBuiltin(ctx context.Context, open func() (io.ReadCloser, error)) ([]string, error) {
+	r, err := open()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return im.importStream(ctx, r)
 }
 
 func (im *Importer) watch(ctx context.Context) {
