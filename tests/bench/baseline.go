@@ -244,6 +244,9 @@ func (b *baselineSystem) start() error {
 			"--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0s", "--conntrack-tcp-timeout-close-wait", "0s"}},
 	}
 	for _, p := range procs {
+		if b.spec.Variant == variantScale && (p.name == "containerd" || p.name == "kubelet" || p.name == "kube-proxy") {
+			continue // the control plane alone, for hollow nodes
+		}
 		var cmd *exec.Cmd
 		var err error
 		if p.name == "containerd" {

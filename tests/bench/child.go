@@ -123,7 +123,7 @@ func measureRun(ctx context.Context, spec childSpec, sys system, res *runResult)
 	if err := sys.afterReady(ctx); err != nil {
 		return err
 	}
-	if spec.System == systemKedgeHA {
+	if spec.System == systemKedgeHA || spec.Variant == variantScale {
 		// Control plane only: no node to wait for.
 		return measureGroups(ctx, spec, sys, fastClient(sys.kubeconfig()), t0, res)
 	}
@@ -168,6 +168,8 @@ func measureGroups(ctx context.Context, spec childSpec, sys system, client *kube
 			err = measurePods(ctx, client, res)
 		case groupBurst:
 			err = measureBurst(ctx, client, res)
+		case groupScale:
+			err = measureScale(ctx, spec, sys, client, sys.kubeconfig(), res)
 		case groupChurn:
 			var files storeFiles
 			if files, err = storeOf(sys); err == nil {

@@ -224,22 +224,27 @@ func newNamespace(ctx context.Context, c *kubernetes.Clientset, name string) (st
 type runningWatch struct {
 	mu      sync.Mutex
 	running map[string]time.Time
+	// added is when each pod was first seen at all.
+	added   map[string]time.Time
 	changed chan struct{}
 	stop    chan struct{}
 }
 
 func watchRunning(c *kubernetes.Clientset, ns string) (*runningWatch, error) {
-	w := &runningWatch{running: map[string]time.Time{}, changed: make(chan struct{}, 1), stop: make(chan struct{})}
+	w := &runningWatch{running: map[string]time.Time{}, added: map[string]time.Time{}, changed: make(chan struct{}, 1), stop: make(chan struct{})}
 	f := informers.NewSharedInformerFactoryWithOptions(c, 0, informers.WithNamespace(ns))
 	inf := f.Core().V1().Pods().Informer()
 	seen := func(obj any) {
 		p, ok := obj.(*corev1.Pod)
-		if !ok || p.Status.Phase != corev1.PodRunning {
+		if !ok {
 			return
 		}
 		now := time.Now()
 		w.mu.Lock()
-		if _, ok := w.running[p.Name]; !ok {
+		if _, ok := w.added[p.Name]; !ok {
+			w.added[p.Name] = now
+		}
+		if _, ok := w.running[p.Name]; !ok && p.Status.Phase == corev1.PodRunning {
 			w.running[p.Name] = now
 			select {
 			case w.changed <- struct{}{}:

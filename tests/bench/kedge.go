@@ -59,7 +59,11 @@ func (k *kedgeSystem) start() error {
 		// The apiserver's /debug/pprof profiles the whole process (it is
 		// one): profileIdle reads it. Unused, it costs nothing.
 		"--kube-apiserver-arg", "profiling=true"}
-	if k.spec.Variant != "" {
+	switch k.spec.Variant {
+	case "":
+	case variantScale:
+		args = append(args, "--disable-agent")
+	default:
 		args = append(args, addonArgs(k.spec.Variant)...)
 	}
 	var err error

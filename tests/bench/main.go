@@ -42,6 +42,8 @@ const (
 	groupNet = "net"
 	// groupChurn is the datastore's size under pod churn.
 	groupChurn = "churn"
+	// groupScale is hollow nodes against one control plane (-scale).
+	groupScale = "scale"
 )
 
 var allGroups = []string{groupSize, groupStart, groupIdle, groupAPI, groupPods, groupBurst, groupChurn, groupAddons, groupHA, groupNet}
@@ -59,9 +61,14 @@ type options struct {
 	runs          int // runs of the start-up figures
 	heavyRuns     int // runs of idle, api, pods, burst and churn
 	churnFor      time.Duration
-	only          map[string]bool
-	systems       []string
-	keep          bool
+	// scale runs groupScale: kubemark's hollow nodes and pods on them.
+	scale      bool
+	kubemark   string
+	scaleNodes int
+	scalePods  int
+	only       map[string]bool
+	systems    []string
+	keep       bool
 }
 
 func main() {
@@ -94,6 +101,10 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "runs of the start-up figures (the median is shown)")
 	fs.IntVar(&o.heavyRuns, "heavy-runs", 1, "runs of the idle, api, pods, burst and churn figures")
 	fs.DurationVar(&o.churnFor, "churn-for", time.Hour, "how long the churn group creates and deletes pods")
+	fs.BoolVar(&o.scale, "scale", false, "also run hollow nodes (kubemark) and pods on them against each system's control plane")
+	fs.StringVar(&o.kubemark, "kubemark", "", "kubemark binary (k8s.io/kubernetes/cmd/kubemark), for -scale")
+	fs.IntVar(&o.scaleNodes, "scale-nodes", 100, "hollow nodes of -scale")
+	fs.IntVar(&o.scalePods, "scale-pods", 3000, "pods of -scale")
 	fs.StringVar(&only, "only", strings.Join(allGroups, ","), "figure groups to run: "+strings.Join(allGroups, ","))
 	fs.StringVar(&systems, "systems", "kedge,baseline", "systems to measure")
 	fs.BoolVar(&o.keep, "keep", false, "keep each sandbox's logs (not the data) for debugging")
@@ -121,7 +132,13 @@ func parseOptions(args []string) (options, error) {
 		return o, fmt.Errorf("-churn-for %s: at least %s, when the first size is taken", o.churnFor, churnEarly)
 	}
 	churnLabel(o.churnFor)
-	for _, p := range []*string{&o.kedge, &o.baselineDir, &o.imagesDir, &o.addonsArchive, &o.kubectl, &o.workDir, &o.jsonOut} {
+	if o.scale && o.kubemark == "" {
+		return o, errors.New("-scale needs -kubemark (scripts/bench builds it)")
+	}
+	if o.scaleNodes < 1 || o.scalePods < 1 {
+		return o, errors.New("-scale-nodes and -scale-pods must be at least 1")
+	}
+	for _, p := range []*string{&o.kedge, &o.baselineDir, &o.imagesDir, &o.addonsArchive, &o.kubectl, &o.workDir, &o.jsonOut, &o.kubemark} {
 		if *p != "" {
 			abs, err := filepath.Abs(*p)
 			if err != nil {
@@ -190,6 +207,21 @@ func run(ctx context.Context, args []string) error {
 				return fmt.Errorf("%s run %d: %w", sys, i, err)
 			}
 			res.addRun(sys, r, o.only[groupStart])
+		}
+	}
+	if o.scale {
+		for _, sys := range o.systems {
+			logf("%s: %d hollow nodes, %d pods", sys, o.scaleNodes, o.scalePods)
+			r, err := runSandboxed(ctx, o, sys, 1, []string{groupScale}, variantScale)
+			if err != nil {
+				return fmt.Errorf("%s scale: %w", sys, err)
+			}
+			res.Runs = append(res.Runs, r)
+			for k, v := range r.Values {
+				if strings.HasPrefix(k, "scale_") {
+					res.record(sys, k, v)
+				}
+			}
 		}
 	}
 	if o.only[groupHA] && contains(o.systems, systemKedge) {

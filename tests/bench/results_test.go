@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,5 +120,49 @@ not a log line
 	r.Raw["start_trace"] = raw
 	if out := (&results{Runs: []*runResult{r}}).traces(); !strings.Contains(out, "start trace, kedge run 1") {
 		t.Errorf("traces: %q", out)
+	}
+}
+
+func TestHistogramP99(t *testing.T) {
+	inf := math.Inf(1)
+	before := histogram{"POST": {0.1: 10, 1: 10, inf: 10}}
+	after := histogram{
+		"POST":  {0.1: 10 + 980, 1: 10 + 999, inf: 10 + 1000},
+		"PATCH": {0.1: 0, 1: 0, inf: 0},
+		"LIST":  {0.1: 50, 1: 90, inf: 100},
+	}
+	if got := after.p99(before, "POST", "PATCH"); got != 1 {
+		t.Errorf("mutating p99 %v, want 1 (99%% of the new requests took at most 1 s)", got)
+	}
+	// More than 1 % beyond the last bound: the last bound is all we know.
+	if got := after.p99(histogram{}, "LIST"); got != 1 {
+		t.Errorf("list p99 %v, want 1", got)
+	}
+	if got := after.p99(before, "DELETE"); got != 0 {
+		t.Errorf("no requests: %v", got)
+	}
+}
+
+func TestParseRequestDurations(t *testing.T) {
+	text := `# HELP apiserver_request_duration_seconds [STABLE] Response latency distribution.
+# TYPE apiserver_request_duration_seconds histogram
+apiserver_request_duration_seconds_bucket{resource="pods",verb="POST",le="0.1"} 98
+apiserver_request_duration_seconds_bucket{resource="pods",verb="POST",le="1"} 100
+apiserver_request_duration_seconds_bucket{resource="pods",verb="POST",le="+Inf"} 100
+apiserver_request_duration_seconds_sum{resource="pods",verb="POST"} 3
+apiserver_request_duration_seconds_count{resource="pods",verb="POST"} 100
+apiserver_request_duration_seconds_bucket{resource="events",verb="POST",le="0.1"} 100
+apiserver_request_duration_seconds_bucket{resource="events",verb="POST",le="1"} 100
+apiserver_request_duration_seconds_bucket{resource="events",verb="POST",le="+Inf"} 100
+apiserver_request_duration_seconds_sum{resource="events",verb="POST"} 1
+apiserver_request_duration_seconds_count{resource="events",verb="POST"} 100
+`
+	h, err := parseRequestDurations(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 198 of 200 within 0.1 s: exactly 99 %.
+	if got := h.p99(histogram{}, "POST"); got != 0.1 {
+		t.Errorf("p99 %v, want 0.1 (counts %v)", got, h["POST"])
 	}
 }

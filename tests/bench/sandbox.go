@@ -52,6 +52,10 @@ type childSpec struct {
 	AddonsArchive string `json:"addonsArchive,omitempty"`
 	// ProfileDir receives kedge's profiles of the idle group.
 	ProfileDir string `json:"profileDir,omitempty"`
+	// Kubemark, ScaleNodes and ScalePods are the scale group's.
+	Kubemark   string `json:"kubemark,omitempty"`
+	ScaleNodes int    `json:"scaleNodes,omitempty"`
+	ScalePods  int    `json:"scalePods,omitempty"`
 	// ChurnFor is how long the churn group runs.
 	ChurnFor time.Duration `json:"churnFor,omitempty"`
 }
@@ -100,6 +104,7 @@ func runSandboxed(ctx context.Context, o options, sys string, runNo int, groups 
 	spec := childSpec{System: sys, Run: runNo, Dir: s.Dir, CgroupRoot: "/" + s.Name, Groups: groups,
 		Kedge: o.kedge, BaselineDir: o.baselineDir, ImagesDir: o.imagesDir, Kubectl: o.kubectl,
 		Variant: variant, AddonsArchive: o.addonsArchive, Sandbox: s.Name, ChurnFor: o.churnFor,
+		Kubemark: o.kubemark, ScaleNodes: o.scaleNodes, ScalePods: o.scalePods,
 		ProfileDir: filepath.Dir(o.jsonOut)}
 	data, _ := json.Marshal(spec)
 	specFile := filepath.Join(s.Dir, "spec.json")
