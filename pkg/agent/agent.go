@@ -29,7 +29,6 @@ import (
 	"github.com/kedge-dev/kedge/pkg/agent/kubelet"
 	"github.com/kedge-dev/kedge/pkg/agent/kubeproxy"
 	"github.com/kedge-dev/kedge/pkg/agent/loadbalancer"
-	"github.com/kedge-dev/kedge/pkg/agent/nettools"
 	"github.com/kedge-dev/kedge/pkg/agent/registries"
 	"github.com/kedge-dev/kedge/pkg/autonomy"
 	"github.com/kedge-dev/kedge/pkg/component"
@@ -171,11 +170,9 @@ func Components(o Options) (Node, error) {
 	c := o.Config
 	layout := datadir.Layout{Root: c.DataDir}
 	p := paths{root: layout.Agent(), run: c.RunDir}
-	binDir, err := payload.Extract(c.DataDir)
+	// Extracted by the runtime's first component, unpack.
+	binDir, err := payload.BinDir(c.DataDir)
 	if err != nil {
-		return Node{}, err
-	}
-	if _, err := nettools.Setup(binDir, c.PreferBundledBin, o.Log.With("component", "nettools")); err != nil {
 		return Node{}, err
 	}
 	facts := hostinfo.Detect()
@@ -354,6 +351,7 @@ func Components(o Options) (Node, error) {
 	// The container runtime and the images need no API server: they start
 	// ahead, meanwhile, and the kubelet waits for them.
 	runtime := component.NewAhead(component.NewRunner(o.Log),
+		&unpack{dataDir: c.DataDir, preferBundled: c.PreferBundledBin, removePolicies: c.DisableNetworkPolicy, log: o.Log},
 		containerd.New(containerd.Options{
 			ConfigFile: ctrdConfig,
 			Socket:     p.socket(),
@@ -391,9 +389,7 @@ func Components(o Options) (Node, error) {
 	if !c.DisableKubeProxy {
 		components = append(components, &kubeproxy.Proxy{Args: proxyArgs, Log: o.Log.With("component", "kube-proxy")})
 	}
-	if c.DisableNetworkPolicy {
-		netpol.Remove() // a chain left from a run with policies would drop
-	} else {
+	if !c.DisableNetworkPolicy {
 		npKC, err := issueKubeconfig(o, p, join.KindNetworkPolicy, filepath.Join(p.root, "network-policy.kubeconfig"))
 		if err != nil {
 			return Node{}, err

@@ -60,6 +60,16 @@ func Extract(dataDir string) (binDir string, err error) {
 	return embedded.extract(dataDir)
 }
 
+// BinDir is the directory Extract unpacks to (and returns), known before
+// it runs: components can be configured with it while it extracts.
+func BinDir(dataDir string) (string, error) {
+	sum, err := embedded.hash()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dataDir, "data", sum[:hashLen], binDir), nil
+}
+
 // Image returns an embedded image archive by file name (e.g. "pause.tar");
 // ok is false if this binary has none by that name.
 func Image(name string) (data []byte, ok bool) {
@@ -121,7 +131,7 @@ func (s *source) extract(dataDir string) (string, error) {
 		return "", err
 	}
 	dir := filepath.Join(dataDir, "data", sum[:hashLen])
-	bin := filepath.Join(dir, binDir)
+	bin := filepath.Join(dir, binDir) // as BinDir says
 	want, err := s.manifest()
 	if err != nil {
 		return "", err

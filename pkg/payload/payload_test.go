@@ -401,3 +401,28 @@ func TestPackRejects(t *testing.T) {
 		t.Error("Pack accepted a name twice")
 	}
 }
+
+// BinDir names, before extraction, the directory Extract fills.
+func TestBinDir(t *testing.T) {
+	if !Available() {
+		if _, err := BinDir(t.TempDir()); !errors.Is(err, ErrNoPayload) {
+			t.Fatalf("without a payload: %v", err)
+		}
+		return
+	}
+	dataDir := t.TempDir()
+	want, err := BinDir(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(want); !os.IsNotExist(err) {
+		t.Fatalf("BinDir extracted something: %v", err)
+	}
+	got, err := Extract(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("Extract to %s, BinDir said %s", got, want)
+	}
+}
