@@ -370,34 +370,11 @@ func deleteAllPods(ctx context.Context, c *kubernetes.Clientset, ns string) erro
 // measureBurst creates a 240-replica Deployment and times it until every
 // pod was seen Running.
 func measureBurst(ctx context.Context, c *kubernetes.Clientset, res *runResult) error {
-	ns, err := newNamespace(ctx, c, "bench-burst")
-	if err != nil {
-		return err
-	}
-	w, err := watchRunning(c, ns)
+	w, t0, err := runDeployment(ctx, c, "burst", burstPods, podSpec(), 12*time.Minute)
 	if err != nil {
 		return err
 	}
 	defer close(w.stop)
-	replicas := int32(burstPods)
-	labels := map[string]string{"app": "burst"}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "burst"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: podSpec()},
-		},
-	}
-	t0 := time.Now()
-	if _, err := c.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create Deployment: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 12*time.Minute)
-	defer cancel()
-	if err := w.waitCount(wctx, burstPods); err != nil {
-		return err
-	}
 	secs := time.Since(t0).Seconds()
 	res.Values["burst_time"] = secs
 	res.Values["burst_rate"] = burstPods / (secs / 60)
@@ -410,6 +387,43 @@ func measureBurst(ctx context.Context, c *kubernetes.Clientset, res *runResult) 
 	sort.Float64s(times)
 	res.Raw["burst_running_s"] = times
 	return nil
+}
+
+// runDeployment creates a Deployment of replicas pods of spec in a new
+// namespace bench-<name> and waits, up to timeout, until a watch saw them
+// all Running. It returns that watch (close its stop) and when it created
+// the Deployment.
+func runDeployment(ctx context.Context, c *kubernetes.Clientset, name string, replicas int, spec corev1.PodSpec, timeout time.Duration) (*runningWatch, time.Time, error) {
+	ns, err := newNamespace(ctx, c, "bench-"+name)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	w, err := watchRunning(c, ns)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	n := int32(replicas)
+	labels := map[string]string{"app": name}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &n,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
+		},
+	}
+	created := time.Now()
+	if _, err := c.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		close(w.stop)
+		return nil, created, fmt.Errorf("create Deployment: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := w.waitCount(wctx, replicas); err != nil {
+		close(w.stop)
+		return nil, created, err
+	}
+	return w, created, nil
 }
 
 // measureSizes sums what each system runs from disk: kedge's one binary;

@@ -15,7 +15,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -66,34 +65,11 @@ func measureScale(ctx context.Context, spec childSpec, sys system, c *kubernetes
 	res.Values["scale_nodes_ready"] = time.Since(t0).Seconds()
 	logf("%s: %d hollow nodes Ready after %.0fs", spec.System, spec.ScaleNodes, res.Values["scale_nodes_ready"])
 
-	ns, err := newNamespace(ctx, c, "bench-scale")
-	if err != nil {
-		return err
-	}
-	w, err := watchRunning(c, ns)
+	w, t1, err := runDeployment(ctx, c, "scale", spec.ScalePods, hollowPodSpec(), scaleReadyTimeout)
 	if err != nil {
 		return err
 	}
 	defer close(w.stop)
-	replicas := int32(spec.ScalePods)
-	labels := map[string]string{"app": "scale"}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "scale"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: hollowPodSpec()},
-		},
-	}
-	t1 := time.Now()
-	if _, err := c.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create Deployment: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, scaleReadyTimeout)
-	defer cancel()
-	if err := w.waitCount(wctx, spec.ScalePods); err != nil {
-		return err
-	}
 	res.Values["scale_pods_running"] = time.Since(t1).Seconds()
 	logf("%s: %d pods Running after %.0fs", spec.System, spec.ScalePods, res.Values["scale_pods_running"])
 	var startup []float64
