@@ -46,6 +46,7 @@ func measureChurn(ctx context.Context, c *kubernetes.Clientset, files storeFiles
 	spec.NodeSelector = map[string]string{"kedge.io/bench-churn": "nowhere"}
 	var kept []string
 	var walMax, lagMax int64
+	var series []float64 // the datastore's size each minute, MiB
 	var errs, n int
 	tick := time.NewTicker(time.Second / churnRate)
 	defer tick.Stop()
@@ -63,6 +64,9 @@ func measureChurn(ctx context.Context, c *kubernetes.Clientset, files storeFiles
 				if lag, err := kineCompactLag(files.db); err == nil {
 					lagMax = max(lagMax, lag)
 				}
+			}
+			if len(series) < int(time.Since(begin)/time.Minute) {
+				series = append(series, mib(pathSize(files.db)+pathSize(files.wal)))
 			}
 			if !early && time.Since(begin) >= churnEarly {
 				early = true
@@ -91,7 +95,7 @@ func measureChurn(ctx context.Context, c *kubernetes.Clientset, files storeFiles
 	if files.sqlite {
 		res.Values["churn_compact_lag"] = float64(lagMax)
 	}
-	res.Raw["churn"] = map[string]any{"seconds": d.Seconds(), "created": n, "errors": errs}
+	res.Raw["churn"] = map[string]any{"seconds": d.Seconds(), "created": n, "errors": errs, "db_mib_each_minute": series}
 	if errs > n/100 {
 		return fmt.Errorf("%d of %d pod creates or deletes failed", errs, n)
 	}
