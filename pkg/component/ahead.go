@@ -33,7 +33,10 @@ func NewAhead(runner *Runner, parts ...Component) *Ahead {
 	return &Ahead{Runner: runner, Parts: parts, done: make(chan struct{})}
 }
 
-func (a *Ahead) Name() string {
+// Name is the parts' names marked "ahead:"; Joined's is theirs alone.
+func (a *Ahead) Name() string { return "ahead:" + a.parts() }
+
+func (a *Ahead) parts() string {
 	names := make([]string, len(a.Parts))
 	for i, c := range a.Parts {
 		names[i] = c.Name()
@@ -84,7 +87,7 @@ func (a *Ahead) Joined() Component { return joined{a} }
 
 type joined struct{ a *Ahead }
 
-func (j joined) Name() string                { return j.a.Name() }
+func (j joined) Name() string                { return j.a.parts() }
 func (j joined) Start(context.Context) error { return nil }
 func (j joined) Stop() error                 { return j.a.Stop() }
 

@@ -150,7 +150,7 @@ func TestAheadStartsPartsMeanwhile(t *testing.T) {
 	if !strings.HasSuffix(got, "ready x,start y,ready y,stop y,stop p2,stop p1,stop x") || strings.Count(got, "stop p1") != 1 {
 		t.Fatalf("got %s", got)
 	}
-	if ahead.Name() != "p1+p2" {
+	if ahead.Name() != "ahead:p1+p2" || ahead.Joined().Name() != "p1+p2" {
 		t.Errorf("name %q", ahead.Name())
 	}
 }
