@@ -244,8 +244,8 @@ func (b *baselineSystem) start() error {
 			"--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0s", "--conntrack-tcp-timeout-close-wait", "0s"}},
 	}
 	for _, p := range procs {
-		if b.spec.Variant == variantScale && (p.name == "containerd" || p.name == "kubelet" || p.name == "kube-proxy") {
-			continue // the control plane alone, for hollow nodes
+		if controlPlaneOnly(b.spec.Variant) && (p.name == "containerd" || p.name == "kubelet" || p.name == "kube-proxy") {
+			continue // the control plane alone
 		}
 		var cmd *exec.Cmd
 		var err error

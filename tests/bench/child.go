@@ -123,7 +123,7 @@ func measureRun(ctx context.Context, spec childSpec, sys system, res *runResult)
 	if err := sys.afterReady(ctx); err != nil {
 		return err
 	}
-	if spec.System == systemKedgeHA || spec.Variant == variantScale {
+	if spec.System == systemKedgeHA || controlPlaneOnly(spec.Variant) {
 		// Control plane only: no node to wait for.
 		return measureGroups(ctx, spec, sys, fastClient(sys.kubeconfig()), t0, res)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +24,37 @@ const (
 	// churnEarly is when the first size is taken.
 	churnEarly = 5 * time.Minute
 )
+
+// variantChurn runs a system's control plane alone for the churn: its
+// pods stay Pending, so no node is needed, and without kubelets the
+// systems' churns can run side by side.
+const variantChurn = "churn"
+
+// measureChurnAll runs every system's churn at once, each control plane
+// alone in its own sandbox. The figure is the datastore's size at a fixed
+// pod rate, which sharing the cores does not change; side by side they
+// take one churn period instead of one per system.
+func measureChurnAll(ctx context.Context, o options, res *results) error {
+	logf("%s at once: %s of churn, %d pods a second each", strings.Join(o.systems, " and "), o.churnFor, churnRate)
+	runs := make([]*runResult, len(o.systems))
+	errs := make([]error, len(o.systems))
+	var wg sync.WaitGroup
+	for i, sys := range o.systems {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runs[i], errs[i] = runSandboxed(ctx, o, sys, 1, []string{groupChurn}, variantChurn)
+		}()
+	}
+	wg.Wait()
+	for i, sys := range o.systems {
+		if errs[i] != nil {
+			return fmt.Errorf("%s churn: %w", sys, errs[i])
+		}
+		res.addPrefixed(sys, runs[i], "churn_")
+	}
+	return nil
+}
 
 // storeFiles are a system's datastore on disk: the database and its
 // write-ahead log (a file or a directory).
@@ -44,6 +77,13 @@ func measureChurn(ctx context.Context, c *kubernetes.Clientset, files storeFiles
 	}
 	spec := podSpec()
 	spec.NodeSelector = map[string]string{"kedge.io/bench-churn": "nowhere"}
+	var lag *compactLag
+	if files.sqlite {
+		if lag, err = openCompactLag(files.db); err != nil {
+			return err
+		}
+		defer lag.close()
+	}
 	var kept []string
 	var walMax, lagMax int64
 	var series []float64 // the datastore's size each minute, MiB
@@ -60,9 +100,9 @@ func measureChurn(ctx context.Context, c *kubernetes.Clientset, files storeFiles
 			return ctx.Err()
 		case <-sample.C:
 			walMax = max(walMax, pathSize(files.wal))
-			if files.sqlite {
-				if lag, err := kineCompactLag(files.db); err == nil {
-					lagMax = max(lagMax, lag)
+			if lag != nil {
+				if l, err := lag.read(); err == nil {
+					lagMax = max(lagMax, l)
 				}
 			}
 			if len(series) < int(time.Since(begin)/time.Minute) {
@@ -130,21 +170,30 @@ func pathSize(path string) int64 {
 	return total
 }
 
-// kineCompactLag is how many revisions kine keeps uncompacted: its latest
+// compactLag reads how many revisions kine keeps uncompacted: its latest
 // revision less the one it compacted to (kine records that in the row
 // compact_rev_key). A lag that only grows is compaction stuck.
-func kineCompactLag(dbFile string) (int64, error) {
+type compactLag struct{ db *sql.DB }
+
+// openCompactLag opens kine's database read only, once for the churn.
+func openCompactLag(dbFile string) (*compactLag, error) {
 	db, err := sql.Open("sqlite", "file:"+dbFile+"?mode=ro&_pragma=busy_timeout(5000)")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer db.Close()
+	db.SetMaxOpenConns(1)
+	return &compactLag{db: db}, nil
+}
+
+func (l *compactLag) read() (int64, error) {
 	var latest, compacted int64
-	if err := db.QueryRow("SELECT MAX(id) FROM kine").Scan(&latest); err != nil {
+	if err := l.db.QueryRow("SELECT MAX(id) FROM kine").Scan(&latest); err != nil {
 		return 0, err
 	}
-	if err := db.QueryRow("SELECT MAX(prev_revision) FROM kine WHERE name = 'compact_rev_key'").Scan(&compacted); err != nil {
+	if err := l.db.QueryRow("SELECT MAX(prev_revision) FROM kine WHERE name = 'compact_rev_key'").Scan(&compacted); err != nil {
 		return 0, err
 	}
 	return latest - compacted, nil
 }
+
+func (l *compactLag) close() { l.db.Close() }

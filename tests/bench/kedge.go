@@ -61,7 +61,7 @@ func (k *kedgeSystem) start() error {
 		"--kube-apiserver-arg", "profiling=true"}
 	switch k.spec.Variant {
 	case "":
-	case variantScale:
+	case variantScale, variantChurn:
 		args = append(args, "--disable-agent")
 	default:
 		args = append(args, addonArgs(k.spec.Variant)...)

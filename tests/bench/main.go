@@ -59,7 +59,7 @@ type options struct {
 	workDir       string // where sandboxes are made
 	jsonOut       string
 	runs          int // runs of the start-up figures
-	heavyRuns     int // runs of idle, api, pods, burst and churn
+	heavyRuns     int // runs of idle, api, pods and burst
 	churnFor      time.Duration
 	// scale runs groupScale: kubemark's hollow nodes and pods on them.
 	scale      bool
@@ -99,7 +99,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.workDir, "work", os.TempDir(), "directory for the sandboxes")
 	fs.StringVar(&o.jsonOut, "json", "bench.json", "file for every raw sample")
 	fs.IntVar(&o.runs, "runs", 3, "runs of the start-up figures (the median is shown)")
-	fs.IntVar(&o.heavyRuns, "heavy-runs", 1, "runs of the idle, api, pods, burst and churn figures")
+	fs.IntVar(&o.heavyRuns, "heavy-runs", 1, "runs of the idle, api, pods and burst figures")
 	fs.DurationVar(&o.churnFor, "churn-for", time.Hour, "how long the churn group creates and deletes pods")
 	fs.BoolVar(&o.scale, "scale", false, "also run hollow nodes (kubemark) and pods on them against each system's control plane")
 	fs.StringVar(&o.kubemark, "kubemark", "", "kubemark binary (k8s.io/kubernetes/cmd/kubemark), for -scale")
@@ -178,7 +178,7 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	heavy := o.only[groupIdle] || o.only[groupAPI] || o.only[groupPods] || o.only[groupBurst] || o.only[groupChurn]
+	heavy := o.only[groupIdle] || o.only[groupAPI] || o.only[groupPods] || o.only[groupBurst]
 	needStart := o.only[groupStart] || heavy
 	for _, sys := range o.systems {
 		if !needStart {
@@ -196,7 +196,7 @@ func run(ctx context.Context, args []string) error {
 				return ctx.Err()
 			}
 			var groups []string
-			for _, g := range []string{groupIdle, groupAPI, groupPods, groupBurst, groupChurn} {
+			for _, g := range []string{groupIdle, groupAPI, groupPods, groupBurst} {
 				if o.only[g] && i <= o.heavyRuns {
 					groups = append(groups, g)
 				}
@@ -216,12 +216,7 @@ func run(ctx context.Context, args []string) error {
 			if err != nil {
 				return fmt.Errorf("%s scale: %w", sys, err)
 			}
-			res.Runs = append(res.Runs, r)
-			for k, v := range r.Values {
-				if strings.HasPrefix(k, "scale_") {
-					res.record(sys, k, v)
-				}
-			}
+			res.addPrefixed(sys, r, "scale_")
 		}
 	}
 	if o.only[groupHA] && contains(o.systems, systemKedge) {
@@ -236,6 +231,11 @@ func run(ctx context.Context, args []string) error {
 	}
 	if o.only[groupAddons] && contains(o.systems, systemKedge) {
 		if err := measureAddons(ctx, o, res); err != nil {
+			return err
+		}
+	}
+	if o.only[groupChurn] {
+		if err := measureChurnAll(ctx, o, res); err != nil {
 			return err
 		}
 	}

@@ -112,6 +112,17 @@ func (r *results) addRun(sys string, run *runResult, withStart bool) {
 	}
 }
 
+// addPrefixed records a run's figures whose keys start with prefix: the
+// one group a control-plane-only run measures.
+func (r *results) addPrefixed(sys string, run *runResult, prefix string) {
+	r.Runs = append(r.Runs, run)
+	for k, v := range run.Values {
+		if strings.HasPrefix(k, prefix) {
+			r.record(sys, k, v)
+		}
+	}
+}
+
 // table renders the medians as markdown: figure | kedge | baseline | ratio.
 func (r *results) table(systems []string) string {
 	var b strings.Builder

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,11 +61,11 @@ type childSpec struct {
 	ChurnFor time.Duration `json:"churnFor,omitempty"`
 }
 
-var sandboxSeq int
+// sandboxSeq numbers the sandboxes; the churns make two at once.
+var sandboxSeq atomic.Int64
 
 func newSandbox(workDir string) (*sandbox, error) {
-	sandboxSeq++
-	sb, err := isandbox.New(workDir, fmt.Sprintf("kedge-bench-%d-%d", os.Getpid(), sandboxSeq))
+	sb, err := isandbox.New(workDir, fmt.Sprintf("kedge-bench-%d-%d", os.Getpid(), sandboxSeq.Add(1)))
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,12 @@ import (
 // variantScale runs a system's control plane alone, for hollow nodes.
 const variantScale = "scale"
 
+// controlPlaneOnly is whether a variant runs the control plane without
+// the system's own node.
+func controlPlaneOnly(variant string) bool {
+	return variant == variantScale || variant == variantChurn
+}
+
 // scaleReadyTimeout bounds the wait for all hollow nodes, and for all
 // pods, to be Ready and Running.
 const scaleReadyTimeout = 15 * time.Minute
