@@ -5,7 +5,6 @@ import (
 	"log/slog"
 
 	"github.com/kedge-dev/kedge/pkg/agent/nettools"
-	"github.com/kedge-dev/kedge/pkg/netpol"
 	"github.com/kedge-dev/kedge/pkg/payload"
 )
 
@@ -17,10 +16,7 @@ import (
 type unpack struct {
 	dataDir       string
 	preferBundled bool
-	// removePolicies removes the NetworkPolicy chain a run with policies
-	// left (--disable-network-policy), with the tools just set up.
-	removePolicies bool
-	log            *slog.Logger
+	log           *slog.Logger
 }
 
 func (u *unpack) Name() string { return "payload" }
@@ -30,13 +26,8 @@ func (u *unpack) Start(context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := nettools.Setup(binDir, u.preferBundled, u.log.With("component", "nettools")); err != nil {
-		return err
-	}
-	if u.removePolicies {
-		netpol.Remove() // a chain left from a run with policies would drop
-	}
-	return nil
+	_, err = nettools.Setup(binDir, u.preferBundled, u.log.With("component", "nettools"))
+	return err
 }
 
 func (u *unpack) Ready(context.Context) error { return nil }

@@ -54,11 +54,12 @@ an agent shares the credentials of a server on the same host (same
 			if err != nil {
 				return err
 			}
-			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, LoadBalance: true, Creds: creds, Log: log})
+			runner := component.NewRunner(log)
+			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, LoadBalance: true, Creds: creds, Log: log, Runner: runner})
 			if err != nil {
 				return err
 			}
-			return component.NewRunner(log).Run(cmd.Context(), node.All(), func() {
+			return runner.Run(cmd.Context(), node.All(), func() {
 				log.Info("kedge agent is ready", "node", agent.NodeName(cfg), "server", cfg.Server)
 				sdnotify.ReadyUntil(cmd.Context(), log)
 			})
