@@ -163,11 +163,11 @@ func measureGroups(ctx context.Context, spec childSpec, sys system, client *kube
 				err = profileIdle(ctx, client, spec, res)
 			}
 		case groupAPI:
-			err = measureAPI(ctx, client, res)
+			err = profiled(ctx, client, spec, res, g, 5, func() error { return measureAPI(ctx, client, res) })
 		case groupPods:
 			err = measurePods(ctx, client, res)
 		case groupBurst:
-			err = measureBurst(ctx, client, res)
+			err = profiled(ctx, client, spec, res, g, 60, func() error { return measureBurst(ctx, client, res) })
 		case groupScale:
 			err = measureScale(ctx, spec, sys, client, sys.kubeconfig(), res)
 		case groupChurn:
