@@ -436,6 +436,13 @@ func measureSizes(o options, res *results) error {
 		return err
 	}
 	res.record(systemKedge, "size", float64(st.Size())/(1<<20))
+	if o.release != "" {
+		st, err := os.Stat(o.release)
+		if err != nil {
+			return err
+		}
+		res.record(systemKedge, "size_release", float64(st.Size())/(1<<20))
+	}
 	files := map[string]int64{}
 	var total int64
 	entries, err := os.ReadDir(o.baselineDir)

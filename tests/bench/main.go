@@ -64,6 +64,8 @@ type options struct {
 	// scale runs groupScale: kubemark's hollow nodes and pods on them.
 	scale      bool
 	kubemark   string
+	// release is kedge's release binary (scripts/release), for its size.
+	release string
 	scaleNodes int
 	scalePods  int
 	only       map[string]bool
@@ -103,6 +105,7 @@ func parseOptions(args []string) (options, error) {
 	fs.DurationVar(&o.churnFor, "churn-for", time.Hour, "how long the churn group creates and deletes pods")
 	fs.BoolVar(&o.scale, "scale", false, "also run hollow nodes (kubemark) and pods on them against each system's control plane")
 	fs.StringVar(&o.kubemark, "kubemark", "", "kubemark binary (k8s.io/kubernetes/cmd/kubemark), for -scale")
+	fs.StringVar(&o.release, "release", "", "kedge's release binary (scripts/release) of this machine's architecture, whose size the size group also reports")
 	fs.IntVar(&o.scaleNodes, "scale-nodes", 100, "hollow nodes of -scale")
 	fs.IntVar(&o.scalePods, "scale-pods", 3000, "pods of -scale")
 	fs.StringVar(&only, "only", strings.Join(allGroups, ","), "figure groups to run: "+strings.Join(allGroups, ","))
@@ -138,7 +141,7 @@ func parseOptions(args []string) (options, error) {
 	if o.scaleNodes < 1 || o.scalePods < 1 {
 		return o, errors.New("-scale-nodes and -scale-pods must be at least 1")
 	}
-	for _, p := range []*string{&o.kedge, &o.baselineDir, &o.imagesDir, &o.addonsArchive, &o.kubectl, &o.workDir, &o.jsonOut, &o.kubemark} {
+	for _, p := range []*string{&o.kedge, &o.baselineDir, &o.imagesDir, &o.addonsArchive, &o.kubectl, &o.workDir, &o.jsonOut, &o.kubemark, &o.release} {
 		if *p != "" {
 			abs, err := filepath.Abs(*p)
 			if err != nil {

@@ -18,6 +18,7 @@ type figure struct {
 // figures in table order. Keys are the JSON's.
 var figures = []figure{
 	{"size", "size of everything a node runs", "MiB"},
+	{"size_release", "release binary, this machine's architecture (zstd -19)", "MiB"},
 	{"start_readyz", "cold start: exec → /readyz", "s"},
 	{"start_node", "cold start: exec → node Ready", "s"},
 	{"start_system", "cold start: exec → kube-system pods Ready", "s"},
