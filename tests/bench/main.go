@@ -62,10 +62,10 @@ type options struct {
 	heavyRuns     int // runs of idle, api, pods and burst
 	churnFor      time.Duration
 	// scale runs groupScale: kubemark's hollow nodes and pods on them.
-	scale      bool
-	kubemark   string
+	scale    bool
+	kubemark string
 	// release is kedge's release binary (scripts/release), for its size.
-	release string
+	release    string
 	scaleNodes int
 	scalePods  int
 	only       map[string]bool
