@@ -169,7 +169,9 @@ func measureGroups(ctx context.Context, spec childSpec, sys system, client *kube
 		case groupBurst:
 			err = profiled(ctx, client, spec, res, g, 60, func() error { return measureBurst(ctx, client, res) })
 		case groupScale:
-			err = measureScale(ctx, spec, sys, client, sys.kubeconfig(), res)
+			err = profiled(ctx, client, spec, res, g, 120, func() error {
+				return measureScale(ctx, spec, sys, client, sys.kubeconfig(), res)
+			})
 		case groupChurn:
 			var files storeFiles
 			if files, err = storeOf(sys); err == nil {
