@@ -5,6 +5,7 @@ package agent
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -90,9 +91,6 @@ type Options struct {
 	LoadBalance bool
 	Creds       Credentials
 	Log         *slog.Logger
-	// Runner is the role's runner, which also starts the node's
-	// components that come up ahead (component.Ahead).
-	Runner *component.Runner
 
 	// apiCA verifies the API the node's components talk to: the servers'
 	// CA, or the node's API cache's own.
@@ -331,10 +329,11 @@ func Components(o Options) (Node, error) {
 	if err != nil {
 		return Node{}, err
 	}
-	var builtin []string
+	builtin := map[string]func() (io.ReadCloser, error){}
 	for _, name := range []string{"pause.tar", "coredns.tar"} {
-		if payload.HasImage(name) {
-			builtin = append(builtin, name)
+		if f, err := payload.OpenImage(name); err == nil {
+			f.Close()
+			builtin[name] = func() (io.ReadCloser, error) { return payload.OpenImage(name) }
 		}
 	}
 	var components []component.Component
@@ -351,8 +350,8 @@ func Components(o Options) (Node, error) {
 	}
 	// The container runtime and the images need no API server: they start
 	// ahead, meanwhile, and the kubelet waits for them.
-	runtime := component.NewAhead(o.Runner,
-		&unpack{dataDir: c.DataDir, preferBundled: c.PreferBundledBin, log: o.Log},
+	runtime := component.NewAhead(component.NewRunner(o.Log),
+		&unpack{dataDir: c.DataDir, preferBundled: c.PreferBundledBin, removePolicies: c.DisableNetworkPolicy, log: o.Log},
 		containerd.New(containerd.Options{
 			ConfigFile: ctrdConfig,
 			Socket:     p.socket(),
@@ -363,11 +362,6 @@ func Components(o Options) (Node, error) {
 		}),
 		&images.Importer{Socket: p.socket(), Dir: layout.ImagesDir(), Builtin: builtin, Interval: 2 * time.Second, Log: o.Log.With("component", "images")})
 	components = append(components, runtime.Joined())
-	if c.DisableNetworkPolicy {
-		// With the tools unpacked: a chain left from a run with policies
-		// would drop what they allowed.
-		components = append(components, netpol.Cleanup{})
-	}
 	kubeletC := &kubelet.Kubelet{ConfigFile: p.kubeletConfig(), Args: kargs, HealthzURL: "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(hport)) + "/healthz", Log: o.Log.With("component", "kubelet")}
 	writer := &cni.Writer{Client: client, NodeName: name, ConfDir: p.cniConf(), IPAMDir: filepath.Join(p.root, "cni", "ipam"), Bridge: "cni0", Families: families(c.ClusterCIDR), Log: o.Log.With("component", "cni")}
 	if c.FlannelBackend != "none" {
@@ -386,7 +380,7 @@ func Components(o Options) (Node, error) {
 		// flannel's first second goes to syncing its Node informer; it
 		// spends it while the kubelet starts and registers the node, whose
 		// pod CIDR its lease is.
-		network := component.NewAhead(o.Runner, fl)
+		network := component.NewAhead(component.NewRunner(o.Log), fl)
 		components = append(components, network, kubeletC, network.Joined())
 	} else {
 		components = append(components, kubeletC)

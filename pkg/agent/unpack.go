@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/kedge-dev/kedge/pkg/agent/nettools"
+	"github.com/kedge-dev/kedge/pkg/netpol"
 	"github.com/kedge-dev/kedge/pkg/payload"
 )
 
@@ -16,7 +17,10 @@ import (
 type unpack struct {
 	dataDir       string
 	preferBundled bool
-	log           *slog.Logger
+	// removePolicies removes the NetworkPolicy chain a run with policies
+	// left (--disable-network-policy), with the tools just set up.
+	removePolicies bool
+	log            *slog.Logger
 }
 
 func (u *unpack) Name() string { return "payload" }
@@ -26,8 +30,13 @@ func (u *unpack) Start(context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = nettools.Setup(binDir, u.preferBundled, u.log.With("component", "nettools"))
-	return err
+	if _, err := nettools.Setup(binDir, u.preferBundled, u.log.With("component", "nettools")); err != nil {
+		return err
+	}
+	if u.removePolicies {
+		netpol.Remove() // a chain left from a run with policies would drop
+	}
+	return nil
 }
 
 func (u *unpack) Ready(context.Context) error { return nil }

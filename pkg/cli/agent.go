@@ -54,12 +54,11 @@ an agent shares the credentials of a server on the same host (same
 			if err != nil {
 				return err
 			}
-			runner := component.NewRunner(log)
-			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, LoadBalance: true, Creds: creds, Log: log, Runner: runner})
+			node, err := agent.Components(agent.Options{Config: cfg, ServerURL: cfg.Server, LoadBalance: true, Creds: creds, Log: log})
 			if err != nil {
 				return err
 			}
-			return runner.Run(cmd.Context(), node.All(), func() {
+			return component.NewRunner(log).Run(cmd.Context(), node.All(), func() {
 				log.Info("kedge agent is ready", "node", agent.NodeName(cfg), "server", cfg.Server)
 				sdnotify.ReadyUntil(cmd.Context(), log)
 			})

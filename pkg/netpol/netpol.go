@@ -340,16 +340,4 @@ func Remove() {
 	}
 }
 
-// Cleanup is the component of a node without network policy: it removes,
-// once at start, what a run with policies left (Remove).
-type Cleanup struct{}
-
-func (Cleanup) Name() string                { return "network-policy-cleanup" }
-func (Cleanup) Start(context.Context) error { Remove(); return nil }
-func (Cleanup) Ready(context.Context) error { return nil }
-func (Cleanup) Stop() error                 { return nil }
-
-var (
-	_ component.Component = (*Enforcer)(nil)
-	_ component.Component = Cleanup{}
-)
+var _ component.Component = (*Enforcer)(nil)

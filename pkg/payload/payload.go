@@ -82,16 +82,6 @@ func Image(name string) (data []byte, ok bool) {
 	return data, err == nil
 }
 
-// HasImage is whether this binary carries an image archive by that file
-// name (a dev build may lack CoreDNS's).
-func HasImage(name string) bool {
-	if !validName(name) || name == archiveName {
-		return false
-	}
-	_, err := fs.Stat(assets, path.Join(assetsDir, name))
-	return err == nil
-}
-
 // OpenImage opens an embedded image archive by file name for import into
 // containerd. It reads from the binary's own data: a long-running caller
 // holds no copy of the archive (CoreDNS's is 19 MB).

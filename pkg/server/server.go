@@ -267,7 +267,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			LoadBalance: ha,
 			Creds:       agent.LocalCredentials(tlsFiles, nodeName),
 			Log:         log,
-			Runner:      runner,
 		})
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)

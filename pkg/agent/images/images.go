@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -21,8 +22,6 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/kedge-dev/kedge/pkg/payload"
 )
 
 // Namespace is the containerd namespace the CRI plugin uses.
@@ -32,9 +31,9 @@ const Namespace = "k8s.io"
 type Importer struct {
 	Socket string
 	Dir    string
-	// Builtin are the file names of archives carried in the binary (the
-	// pause image), read from it only to import them (payload.OpenImage).
-	Builtin []string
+	// Builtin are archives carried in the binary (the pause image), by
+	// name, opened only to import them.
+	Builtin map[string]func() (io.ReadCloser, error)
 	// Interval between scans of Dir for new archives.
 	Interval time.Duration
 	Log      *slog.Logger
@@ -58,8 +57,13 @@ func (im *Importer) Start(ctx context.Context) error {
 	if err := os.MkdirAll(im.Dir, 0o755); err != nil {
 		return fmt.Errorf("images dir %s: %w", im.Dir, err)
 	}
-	for _, name := range im.Builtin {
-		refs, err := im.importBuiltin(ctx, name)
+	names := make([]string, 0, len(im.Builtin))
+	for name := range im.Builtin {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		refs, err := im.importBuiltin(ctx, im.Builtin[name])
 		if err != nil {
 			return fmt.Errorf("import built-in image %s: %w", name, err)
 		}
@@ -86,8 +90,8 @@ func (im *Importer) Stop() error {
 	return nil
 }
 
-func (im *Importer) importBuiltin(ctx context.Context, name string) ([]string, error) {
-	r, err := payload.OpenImage(name)
+func (im *Importer) importBuiltin(ctx context.Context, open func() (io.ReadCloser, error)) ([]string, error) {
+	r, err := open()
 	if err != nil {
 		return nil, err
 	}
